@@ -1,0 +1,93 @@
+"""The aiohttp application: resources opened in ``cleanup_ctx``, shared through typed AppKeys.
+
+Opening order (closing is the reverse): database ▸ telemetry store ▸ live state and ingest ▸
+MQTT subscriber and sequence saver. Every background task is named and owned by the context
+that started it, and is cancelled and awaited when the app shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from server import web_handlers
+from server.db import open_database
+from server.ingest import Ingest
+from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, SETTINGS, TELEMETRY
+from server.livestate import LiveState
+from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
+from server.registry import RegistryIndex, load_registry_index
+from server.settings import Settings
+from server.telemetry.sqlite_store import open_sqlite_store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_database(app[SETTINGS].database_url) as db:
+        app[DATABASE] = db
+        yield
+
+
+async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.influx_url:
+        log.warning(
+            "influx_url is set but the InfluxDB writer is not built yet (issue 6); "
+            "telemetry goes to the embedded store at %s",
+            settings.telemetry_path,
+        )
+    async with open_sqlite_store(Path(settings.telemetry_path)) as store:
+        app[TELEMETRY] = store
+        yield
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = app[DATABASE]
+
+    async def load() -> RegistryIndex:
+        async with db.session() as session:
+            return await load_registry_index(session)
+
+    live = LiveState()
+    ingest = Ingest(
+        prefix=app[SETTINGS].mqtt_prefix,
+        registry=await load(),
+        load_registry=load,
+        live=live,
+        writer=app[TELEMETRY],
+        seq=await load_seq_states(db),
+    )
+    app[LIVE] = live
+    app[INGEST] = ingest
+    app[MQTT_CONNECTED] = connected = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            run_mqtt_ingest(app[SETTINGS], ingest, connected=connected), name="mqtt-ingest"
+        ),
+        asyncio.create_task(run_seq_saver(db, ingest), name="seq-saver"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the server application; resources open when it starts."""
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx])
+    web_handlers.add_routes(app)
+    return app

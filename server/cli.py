@@ -1,0 +1,172 @@
+"""The ``linli`` command.
+
+    linli server   [--config FILE]            run the central server
+    linli gateway  --config SITE [...]        run gateways (python -m gateway)
+    linli demo     [--mqtt-url …] [...]       everything on embedded defaults
+    linli registry import FILE [--config F]   load a registry YAML into SQL (idempotent)
+    linli registry check FILE                 validate a registry YAML, print every problem
+
+Exit status: 0 success, 1 failure at run time, 2 bad usage or bad configuration (the message
+names the file, line and key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+from aiohttp import web
+
+from collectors.yamlconf import ConfigError
+from server.app import create_app
+from server.db import open_database
+from server.registry import import_registry, load_registry
+from server.settings import Settings, load_settings
+
+__all__ = ["main", "serve", "stop_on_signals"]
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linli", description="Linli (邻里) community safety platform")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("server", help="run the central server")
+    s.add_argument("--config", type=Path, help="settings TOML (LINLI_* variables override it)")
+
+    sub.add_parser(
+        "gateway", help="run gateways from site configs (see linli gateway --help)", add_help=False
+    )
+
+    d = sub.add_parser("demo", help="run broker, server and simulated gateways on defaults")
+    d.add_argument("--mqtt-url", help="use this broker instead of the embedded one")
+    d.add_argument("--database-url", help="SQLAlchemy URL instead of SQLite under --state-dir")
+    d.add_argument("--influx-url", help="InfluxDB URL (the writer arrives with issue 6)")
+    d.add_argument("--registry", type=Path, help="registry YAML instead of the Shancheng demo")
+    d.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("var/demo"),
+        help="where the demo keeps its databases and site configs (default var/demo)",
+    )
+    d.add_argument("--port", type=int, help="HTTP port (default LINLI_HTTP_PORT or 8080)")
+    d.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
+
+    r = sub.add_parser("registry", help="registry files")
+    rsub = r.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    ri = rsub.add_parser("import", help="load a registry YAML into the database (idempotent)")
+    ri.add_argument("file", type=Path)
+    ri.add_argument("--config", type=Path, help="settings TOML (for the database URL)")
+    rc = rsub.add_parser("check", help="validate a registry YAML and print every problem")
+    rc.add_argument("file", type=Path)
+    return p
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM for as long as the block runs.
+
+    Installed once by the outermost runner and kept through the whole shutdown, so that a
+    second Ctrl-C (or a signal sent to the process group) cannot interrupt a clean stop.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    started: Callable[[str], Awaitable[None]] | None = None,
+    stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the server until ``stop`` is set, then shut down cleanly.
+
+    ``started`` is awaited with the URL once the server listens; ``stopping`` is awaited when
+    a stop is requested, before the server closes (the demo stops its gateways there).
+    """
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+        log.info("Linli server listening on %s", url)
+        if started is not None:
+            await started(url)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        try:
+            if stopping is not None:
+                await stopping()
+        finally:
+            await runner.cleanup()
+
+
+async def _serve_until_signal(settings: Settings) -> None:
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        await serve(settings, stop)
+
+
+async def _registry_import(path: Path, settings: Settings) -> int:
+    reg = load_registry(path)
+    async with open_database(settings.database_url) as db, db.session() as session:
+        counts = await import_registry(session, reg)
+    print(
+        f"{path}: {len(reg.communities)} communities, {len(reg.organisations)} organisations, "
+        f"{len(reg.contracts)} contracts; records created {counts.created}, "
+        f"updated {counts.updated}, unchanged {counts.unchanged}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``linli`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gateway"]:
+        # The gateway is its own program (the server never imports edge code): hand over.
+        os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv[1:]])  # noqa: S606
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "server":
+            asyncio.run(_serve_until_signal(load_settings(args.config)))
+            return 0
+        if args.command == "demo":
+            from server.demo import run_demo  # noqa: PLC0415 (only the demo needs amqtt)
+
+            return asyncio.run(run_demo(args))
+        if args.command == "registry":
+            if args.registry_command == "check":
+                reg = load_registry(args.file)
+                devices = sum(len(c.devices) for c in reg.communities)
+                print(f"{args.file}: OK ({len(reg.communities)} communities, {devices} devices)")
+                return 0
+            return asyncio.run(_registry_import(args.file, load_settings(args.config)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"linli {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 2

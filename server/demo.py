@@ -1,0 +1,176 @@
+"""``linli demo``: broker, server and one simulated gateway per community, on defaults.
+
+With nothing configured it starts an embedded MQTT broker (amqtt, in process, on a free
+loopback port), imports the Shancheng registry into SQLite under ``--state-dir``, writes one
+gateway site config per community, starts the server, and runs all the gateways in one
+child process (``python -m gateway``). ``Ctrl-C`` stops the gateways (they drain and say
+offline), then the server, then the broker; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from server.cli import serve, stop_on_signals
+from server.db import open_database
+from server.registry import RegistryFile, import_registry, load_registry
+from server.settings import Settings, load_settings
+
+__all__ = ["DEMO_REGISTRY", "run_demo", "site_configs"]
+
+log = logging.getLogger(__name__)
+
+DEMO_REGISTRY: Final = Path(__file__).parent / "demo_data" / "shancheng.yaml"
+GATEWAY_STOP_TIMEOUT_S: Final = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def _embedded_broker() -> AsyncIterator[str]:
+    """An amqtt broker on a free loopback port, for the demo only."""
+    from amqtt.broker import Broker  # noqa: PLC0415 (demo-only dependency)
+
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machines
+    port = _free_port()
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        await broker.shutdown()
+
+
+def site_configs(
+    reg: RegistryFile, mqtt_url: str, prefix: str, state_dir: Path, seed: int
+) -> dict[str, dict[str, Any]]:
+    """One simulated gateway site config per registered gateway, keyed by file name."""
+    sites: dict[str, dict[str, Any]] = {}
+    for n, com in enumerate(reg.communities):
+        for gw in com.gateways:
+            devices = [
+                {"id": d.id, "kind": d.kind, **({"floors": d.floors} if d.floors else {})}
+                for d in com.devices
+                if d.gateway == gw.id and d.kind in {"elevator", "fire_lane", "gate"}
+            ]
+            sites[f"{com.id}--{gw.id}.yaml"] = {
+                "version": 1,
+                "gateway": gw.id,
+                "community": com.id,
+                "state_dir": str(state_dir / "gateways" / f"{com.id}--{gw.id}"),
+                "uplink": {"url": mqtt_url, "prefix": prefix},
+                "collectors": [{"type": "simulator", "seed": seed * 1000 + n, "devices": devices}],
+            }
+    return sites
+
+
+async def _stop_process(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), GATEWAY_STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("gateways did not stop in %.0f s; killing them", GATEWAY_STOP_TIMEOUT_S)
+        proc.kill()
+        await proc.wait()
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo until SIGINT/SIGTERM; return the exit status."""
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (start-up, before any I/O loop)
+    base = load_settings(None)
+    registry_path = args.registry or DEMO_REGISTRY
+    reg = load_registry(registry_path)
+    stop = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(stop_on_signals(stop))
+        if args.mqtt_url:
+            mqtt_url, shared = args.mqtt_url, base.mqtt_shared_group
+        else:
+            mqtt_url = await stack.enter_async_context(_embedded_broker())
+            shared = ""  # amqtt has no shared subscriptions
+        settings = Settings(
+            mqtt_url=mqtt_url,
+            mqtt_prefix=base.mqtt_prefix,
+            mqtt_shared_group=shared,
+            database_url=args.database_url or f"sqlite+aiosqlite:///{state_dir / 'linli.db'}",
+            telemetry_path=str(state_dir / "telemetry.db"),
+            influx_url=args.influx_url or base.influx_url,
+            http_host=base.http_host,
+            http_port=args.port if args.port is not None else base.http_port,
+        )
+        async with open_database(settings.database_url) as db, db.session() as session:
+            counts = await import_registry(session, reg)
+        log.info(
+            "registry %s: %d created, %d updated, %d unchanged",
+            registry_path,
+            counts.created,
+            counts.updated,
+            counts.unchanged,
+        )
+        sites_dir = state_dir / "sites"
+        sites_dir.mkdir(exist_ok=True)
+        paths = []
+        for name, site in site_configs(
+            reg, mqtt_url, settings.mqtt_prefix, state_dir, args.seed
+        ).items():
+            path = sites_dir / name
+            text = yaml.safe_dump(site, allow_unicode=True, sort_keys=False)
+            path.write_text(text)
+            paths.append(path)
+
+        gateways: asyncio.subprocess.Process | None = None
+
+        async def started(url: str) -> None:
+            nonlocal gateways
+            cmd = [sys.executable, "-m", "gateway", "--log-level", "WARNING"]
+            for path in paths:
+                cmd += ["--config", str(path)]
+            # start_new_session: the terminal's Ctrl-C reaches only us; we stop the child.
+            gateways = await asyncio.create_subprocess_exec(
+                *cmd, start_new_session=True, env=dict(os.environ)
+            )
+            print(
+                f"\n  Linli demo: {len(paths)} simulated gateways, "
+                f"{sum(len(c.devices) for c in reg.communities)} devices\n"
+                f"  Open {url}  (English: {url}?lang=en)\n  Ctrl-C to stop.\n",
+                flush=True,
+            )
+
+        async def stopping() -> None:
+            if gateways is not None:
+                await _stop_process(gateways)
+
+        try:
+            await serve(settings, stop, started=started, stopping=stopping)
+        finally:
+            await stopping()
+    print("Linli demo stopped.", flush=True)
+    return 0

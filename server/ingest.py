@@ -1,0 +1,263 @@
+"""MQTT ingest: decode ▸ validate ▸ dedupe ▸ state ▸ telemetry, for every uplink message.
+
+Theory of operation
+-------------------
+:class:`Ingest` is the pipeline without the MQTT client: the subscriber loop in
+:mod:`server.mqtt_ingest` hands it each message's topic and payload. An ``up`` message is
+accepted only if its topic parses, its payload decodes to a valid envelope, the topic's
+community and gateway are the envelope's, and the registry knows the community, the gateway
+and every device with the kind it claims. Anything else is **rejected**: counted under its
+reason, logged in one line, kept in a short list of recent rejects for the API, and ingest
+goes on with the next message.
+
+An accepted envelope is then checked against its gateway's sequence window: a duplicate
+(QoS 1 redelivery, a gateway re-sending after a lost PUBACK) is dropped and counted; a new
+one updates live state and goes to the telemetry writer. A rejected envelope still consumes
+its sequence number, so ``gaps`` counts only what the transport lost.
+
+The registry index is cached; an unknown id triggers a reload (at most every
+:data:`REGISTRY_RELOAD_MIN_S`), so devices added with ``linli registry import`` while the
+server runs are picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from collectors.wire import (
+    Envelope,
+    WireError,
+    decode_envelope,
+    decode_status,
+    parse_topic,
+)
+from server.livestate import LiveState
+from server.registry import RegistryIndex
+from server.seqtrack import SeqState, SeqVerdict
+from server.telemetry import TelemetryWriter
+
+__all__ = ["Ingest", "IngestStats", "Reason", "Rejected"]
+
+log = logging.getLogger(__name__)
+
+REGISTRY_RELOAD_MIN_S: Final = 5.0
+RECENT_REJECTS: Final = 50
+#: How much of a rejected payload is kept for the API (enough to see what it was).
+REJECT_EXCERPT_BYTES: Final = 300
+
+
+class Reason(enum.StrEnum):
+    """Why an uplink message was rejected."""
+
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    SCHEMA = "schema"
+    TOPIC = "topic"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_COMMUNITY = "unknown_community"
+    UNKNOWN_GATEWAY = "unknown_gateway"
+    UNKNOWN_DEVICE = "unknown_device"
+    KIND_MISMATCH = "kind_mismatch"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A rejected message: where it came from, why, and its first bytes."""
+
+    topic: str
+    reason: Reason
+    detail: str
+    excerpt: str
+    at: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "excerpt": self.excerpt,
+            "at": self.at,
+        }
+
+
+@dataclass
+class IngestStats:
+    """Counters for the health API and tests."""
+
+    envelopes: int = 0
+    items: int = 0
+    duplicates: int = 0
+    status_messages: int = 0
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    recent_rejects: collections.deque[Rejected] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_REJECTS)
+    )
+
+
+RegistryLoader = Callable[[], Awaitable[RegistryIndex]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ingest:
+    """The ingest pipeline of one server process."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        registry: RegistryIndex,
+        load_registry: RegistryLoader,
+        live: LiveState,
+        writer: TelemetryWriter,
+        seq: dict[tuple[str, str], SeqState] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = prefix
+        self.stats = IngestStats()
+        self.seq: dict[tuple[str, str], SeqState] = seq or {}
+        self.dirty: set[tuple[str, str]] = set()
+        self._registry = registry
+        self._load_registry = load_registry
+        self._reloaded_at = float("-inf")
+        self._live = live
+        self._writer = writer
+        self._clock = clock
+
+    @property
+    def registry(self) -> RegistryIndex:
+        """The registry index ingest currently checks against."""
+        return self._registry
+
+    @property
+    def gaps(self) -> int:
+        """Envelopes never received, over all gateways."""
+        return sum(s.gaps for s in self.seq.values())
+
+    async def handle(self, topic: str, payload: bytes) -> Rejected | None:
+        """Process one message from the broker; return the rejection, if it was one."""
+        try:
+            addr = parse_topic(self.prefix, topic)
+        except WireError as exc:
+            return self._reject(topic, Reason.TOPIC, str(exc), payload)
+        if addr.channel == "status":
+            return self._handle_status(topic, addr.community, addr.gateway, payload)
+        if addr.channel != "up":
+            return self._reject(
+                topic, Reason.TOPIC, f"ingest does not take {addr.channel}", payload
+            )
+        try:
+            env = decode_envelope(payload)
+        except WireError as exc:
+            return self._reject(topic, Reason(exc.problem), str(exc), payload)
+        if (env.community, env.gw) != (addr.community, addr.gateway):
+            return self._reject(
+                topic,
+                Reason.TOPIC_MISMATCH,
+                f"envelope says community={env.community!r} gw={env.gw!r}",
+                payload,
+            )
+        problem = self._check_registry(env)
+        if problem is not None and await self._reload_registry():
+            problem = self._check_registry(env)
+        key = (env.community, env.gw)
+        state = self.seq.get(key)
+        if state is None:
+            state = self.seq[key] = SeqState()
+        verdict = state.offer(env.seq)
+        self.dirty.add(key)
+        if problem is not None:
+            reason, detail = problem
+            return self._reject(topic, reason, detail, payload)
+        if verdict is SeqVerdict.DUPLICATE:
+            self.stats.duplicates += 1
+            return None
+        self.stats.envelopes += 1
+        self.stats.items += len(env.items)
+        self._live.apply(env.community, env.items)
+        await self._writer.write(env.community, env.gw, env.items)
+        return None
+
+    def _handle_status(
+        self, topic: str, community: str, gateway: str, payload: bytes
+    ) -> Rejected | None:
+        if not payload:  # a cleared retained message
+            return None
+        try:
+            status = decode_status(payload)
+        except WireError as exc:
+            return self._reject(topic, Reason(exc.problem), str(exc), payload)
+        if (status.community, status.gw) != (community, gateway):
+            return self._reject(
+                topic,
+                Reason.TOPIC_MISMATCH,
+                f"status names {status.community}/{status.gw}",
+                payload,
+            )
+        self.stats.status_messages += 1
+        self._live.set_gateway(community, gateway, status.status, status.t or _now_ms())
+        return None
+
+    def _check_registry(self, env: Envelope) -> tuple[Reason, str] | None:
+        reg = self._registry
+        if env.community not in reg.communities:
+            return Reason.UNKNOWN_COMMUNITY, f"community {env.community!r} is not in the registry"
+        if (env.community, env.gw) not in reg.gateways:
+            return (
+                Reason.UNKNOWN_GATEWAY,
+                f"gateway {env.gw!r} is not registered in {env.community}",
+            )
+        for i, item in enumerate(env.items):
+            info = reg.devices.get((env.community, item.dev))
+            if info is None:
+                return (
+                    Reason.UNKNOWN_DEVICE,
+                    f"items[{i}]: device {item.dev!r} is not registered in {env.community}",
+                )
+            if info.kind != item.kind:
+                return (
+                    Reason.KIND_MISMATCH,
+                    f"items[{i}]: {item.dev} is a {info.kind}, the item says {item.kind}",
+                )
+        return None
+
+    async def _reload_registry(self) -> bool:
+        now = self._clock()
+        if now - self._reloaded_at < REGISTRY_RELOAD_MIN_S:
+            return False
+        self._reloaded_at = now
+        self._registry = await self._load_registry()
+        return True
+
+    def _reject(self, topic: str, reason: Reason, detail: str, payload: bytes) -> Rejected:
+        excerpt = payload[:REJECT_EXCERPT_BYTES].decode("utf-8", "replace")
+        rejected = Rejected(topic, reason, detail, excerpt, _now_ms())
+        self.stats.rejected[reason.value] += 1
+        self.stats.recent_rejects.append(rejected)
+        log.warning("rejected uplink message on %s: %s: %s", topic, reason.value, detail)
+        return rejected
+
+    def stats_json(self) -> dict[str, Any]:
+        """The counters as the API shows them."""
+        return {
+            "envelopes": self.stats.envelopes,
+            "items": self.stats.items,
+            "duplicates": self.stats.duplicates,
+            "gaps": self.gaps,
+            "status_messages": self.stats.status_messages,
+            "rejected": dict(self.stats.rejected),
+            "rejected_total": sum(self.stats.rejected.values()),
+            "recent_rejects": [r.as_json() for r in self.stats.recent_rejects],
+            "gateways": {
+                f"{c}/{g}": {"high": s.high, "gaps": s.gaps, "duplicates": s.duplicates}
+                for (c, g), s in sorted(self.seq.items())
+            },
+        }

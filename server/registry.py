@@ -1,0 +1,333 @@
+"""The registry: organisations, communities, gateways, devices and contracts, as declared in YAML.
+
+``linli registry import FILE`` loads a registry file into SQL. The import is idempotent: each
+record is keyed by its id (contracts by community, company and start date) and created or
+updated in place, so importing the same file twice changes nothing the second time. Records
+that a file does not mention are left alone (a registry can be split over several files).
+
+The server keeps a :class:`RegistryIndex` in memory for ingest: which communities, gateways and
+devices exist. It is rebuilt from SQL, never from YAML, so that API edits count too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from collectors.wire import ID_PATTERN, DeviceKind
+from collectors.yamlconf import load_yaml
+from server import models
+
+__all__ = [
+    "ImportCounts",
+    "RegistryFile",
+    "RegistryIndex",
+    "import_registry",
+    "load_registry",
+    "load_registry_index",
+]
+
+OrgKind = Literal[
+    "property_company",
+    "maintenance_unit",
+    "community_committee",
+    "street_office",
+    "market_supervision",
+    "fire_rescue",
+    "law_enforcement",
+    "police",
+    "housing_bureau",
+    "neighbourhood_centre",
+]
+
+
+class _Decl(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class OrganisationDecl(_Decl, frozen=True):
+    """An organisation (DOMAIN.md, "Who answers for what")."""
+
+    id: str
+    kind: OrgKind
+    name: str
+    name_en: str = ""
+    district: str = ""
+    parent: str | None = None
+
+
+class GatewayDecl(_Decl, frozen=True):
+    """A community's edge gateway."""
+
+    id: str
+    name: str = ""
+
+
+class DeviceDecl(_Decl, frozen=True):
+    """A monitored device; elevators keep the identity fields regulator platforms need."""
+
+    id: str
+    kind: DeviceKind
+    name: str
+    gateway: str
+    name_en: str = ""
+    building: str = ""
+    floors: int | None = None
+    maintenance_unit: str | None = None
+    registration_code: str | None = None  # 设备注册代码
+    use_registration_no: str | None = None  # 使用登记证编号
+    rescue_code: str | None = None  # 应急救援识别码 (96333-style)
+
+
+class CommunityDecl(_Decl, frozen=True):
+    """A residential community (小区) and the devices watched in it."""
+
+    id: str
+    name: str
+    committee: str
+    street_office: str
+    district: str
+    name_en: str = ""
+    condition_class: Literal[1, 2, 3] | None = None  # 山亭 classes communities 1/2/3
+    arrival_deadline_min: int = 30  # TSG T5002: 30 min in a city district, 60 elsewhere
+    gateways: list[GatewayDecl] = []
+    devices: list[DeviceDecl] = []
+
+
+class ContractDecl(_Decl, frozen=True):
+    """A property-service contract: ``company`` serves ``community`` from start to end."""
+
+    community: str
+    company: str
+    start: dt.date
+    end: dt.date | None = None
+
+
+class CentreDecl(_Decl, frozen=True):
+    """A neighbourhood centre (邻里中心) and the communities its screens show."""
+
+    org: str
+    communities: list[str]
+
+
+class RegistryFile(_Decl, frozen=True):
+    """The whole registry file."""
+
+    version: Literal[1]
+    organisations: list[OrganisationDecl] = []
+    communities: list[CommunityDecl] = []
+    contracts: list[ContractDecl] = []
+    neighbourhood_centres: list[CentreDecl] = []
+
+
+def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
+    """Cross-references and uniqueness that the types cannot express."""
+    orgs = {o.id: o for o in reg.organisations}
+    seen: set[str] = set()
+    for i, org in enumerate(reg.organisations):
+        if not ID_PATTERN.match(org.id):
+            yield f"organisations[{i}].id", f"{org.id!r} is not a slug like 'pc-anju'"
+        if org.id in seen:
+            yield f"organisations[{i}].id", f"organisation {org.id!r} is declared twice"
+        seen.add(org.id)
+        if org.parent is not None and org.parent not in orgs:
+            yield f"organisations[{i}].parent", f"unknown organisation {org.parent!r}"
+
+    def want(path: str, org_id: str | None, kind: str) -> Iterator[tuple[str, str]]:
+        if org_id is None:
+            return
+        org = orgs.get(org_id)
+        if org is None:
+            yield path, f"unknown organisation {org_id!r}"
+        elif org.kind != kind:
+            yield path, f"{org_id!r} is a {org.kind}, expected a {kind}"
+
+    communities: set[str] = set()
+    for i, com in enumerate(reg.communities):
+        base = f"communities[{i}]"
+        if not ID_PATTERN.match(com.id):
+            yield f"{base}.id", f"{com.id!r} is not a slug like 'meihuayuan'"
+        if com.id in communities:
+            yield f"{base}.id", f"community {com.id!r} is declared twice"
+        communities.add(com.id)
+        yield from want(f"{base}.committee", com.committee, "community_committee")
+        yield from want(f"{base}.street_office", com.street_office, "street_office")
+        gateways = {g.id for g in com.gateways}
+        for j, gw in enumerate(com.gateways):
+            if not ID_PATTERN.match(gw.id):
+                yield f"{base}.gateways[{j}].id", f"{gw.id!r} is not a slug like 'gw-1'"
+        if len(gateways) != len(com.gateways):
+            yield f"{base}.gateways", "a gateway id is declared twice"
+        devices: set[str] = set()
+        for j, dev in enumerate(com.devices):
+            path = f"{base}.devices[{j}]"
+            if not ID_PATTERN.match(dev.id):
+                yield f"{path}.id", f"{dev.id!r} is not a slug like 'el-1-1'"
+            if dev.id in devices:
+                yield f"{path}.id", f"device {dev.id!r} is declared twice in {com.id}"
+            devices.add(dev.id)
+            if dev.gateway not in gateways:
+                yield f"{path}.gateway", f"gateway {dev.gateway!r} is not declared in {com.id}"
+            yield from want(f"{path}.maintenance_unit", dev.maintenance_unit, "maintenance_unit")
+            if dev.kind == "elevator" and dev.floors is not None and dev.floors < 2:
+                yield f"{path}.floors", "an elevator serves at least 2 floors"
+    by_community: dict[str, list[tuple[int, ContractDecl]]] = {}
+    for i, con in enumerate(reg.contracts):
+        if con.community not in communities:
+            yield f"contracts[{i}].community", f"unknown community {con.community!r}"
+        yield from want(f"contracts[{i}].company", con.company, "property_company")
+        if con.end is not None and con.end < con.start:
+            yield f"contracts[{i}].end", f"ends ({con.end}) before it starts ({con.start})"
+        by_community.setdefault(con.community, []).append((i, con))
+    for entries in by_community.values():
+        entries.sort(key=lambda e: e[1].start)
+        for (_, a), (j, b) in itertools.pairwise(entries):
+            if a.end is None or a.end >= b.start:
+                yield (
+                    f"contracts[{j}].start",
+                    f"overlaps the contract of {a.company!r} from {a.start} for {b.community}",
+                )
+    for i, centre in enumerate(reg.neighbourhood_centres):
+        yield from want(f"neighbourhood_centres[{i}].org", centre.org, "neighbourhood_centre")
+        for j, cid in enumerate(centre.communities):
+            if cid not in communities:
+                yield f"neighbourhood_centres[{i}].communities[{j}]", f"unknown community {cid!r}"
+
+
+def load_registry(path: Path) -> RegistryFile:
+    """Load and check a registry file; raise ConfigError listing every problem."""
+    return load_yaml(path, RegistryFile, check=_check)
+
+
+@dataclass
+class ImportCounts:
+    """What an import did, per record: created, updated, or already as declared."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _apply(
+    session: AsyncSession, existing: object | None, new: models.Base, n: ImportCounts
+) -> None:
+    if existing is None:
+        session.add(new)
+        n.created += 1
+        return
+    changed = False
+    for column in new.__table__.columns:
+        value = getattr(new, column.key)
+        if column.primary_key or getattr(existing, column.key) == value:
+            continue
+        setattr(existing, column.key, value)
+        changed = True
+    if changed:
+        n.updated += 1
+    else:
+        n.unchanged += 1
+
+
+async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCounts:
+    """Create or update every record of ``reg``; the caller commits."""
+    n = ImportCounts()
+    for o in reg.organisations:
+        row = models.Organisation(
+            id=o.id,
+            kind=o.kind,
+            name=o.name,
+            name_en=o.name_en,
+            district=o.district,
+            parent_id=o.parent,
+        )
+        _apply(session, await session.get(models.Organisation, o.id), row, n)
+    for c in reg.communities:
+        com = models.Community(
+            id=c.id,
+            name=c.name,
+            name_en=c.name_en,
+            committee_id=c.committee,
+            street_office_id=c.street_office,
+            district=c.district,
+            condition_class=c.condition_class,
+            arrival_deadline_min=c.arrival_deadline_min,
+        )
+        _apply(session, await session.get(models.Community, c.id), com, n)
+        for g in c.gateways:
+            gw = models.Gateway(community_id=c.id, id=g.id, name=g.name)
+            _apply(session, await session.get(models.Gateway, (c.id, g.id)), gw, n)
+        for d in c.devices:
+            dev = models.Device(
+                community_id=c.id,
+                id=d.id,
+                kind=d.kind,
+                name=d.name,
+                name_en=d.name_en,
+                gateway_id=d.gateway,
+                building=d.building,
+                floors=d.floors,
+                maintenance_unit_id=d.maintenance_unit,
+                registration_code=d.registration_code,
+                use_registration_no=d.use_registration_no,
+                rescue_code=d.rescue_code,
+            )
+            _apply(session, await session.get(models.Device, (c.id, d.id)), dev, n)
+    for k in reg.contracts:
+        found = await session.scalar(
+            select(models.Contract).where(
+                models.Contract.community_id == k.community,
+                models.Contract.company_id == k.company,
+                models.Contract.start == k.start,
+            )
+        )
+        con = models.Contract(
+            community_id=k.community, company_id=k.company, start=k.start, end=k.end
+        )
+        if found is not None:
+            con.id = found.id
+        _apply(session, found, con, n)
+    for centre in reg.neighbourhood_centres:
+        for cid in centre.communities:
+            link = models.CentreCommunity(centre_id=centre.org, community_id=cid)
+            _apply(session, await session.get(models.CentreCommunity, (centre.org, cid)), link, n)
+    await session.flush()
+    return n
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What ingest needs to know about a device."""
+
+    community: str
+    gateway: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class RegistryIndex:
+    """The registry as ingest sees it: what may publish what."""
+
+    communities: frozenset[str]
+    gateways: frozenset[tuple[str, str]]
+    devices: dict[tuple[str, str], DeviceInfo]
+
+
+async def load_registry_index(session: AsyncSession) -> RegistryIndex:
+    """Read the ids ingest checks against from SQL."""
+    communities = frozenset((await session.scalars(select(models.Community.id))).all())
+    gateways = frozenset(
+        (r.community_id, r.id) for r in (await session.scalars(select(models.Gateway))).all()
+    )
+    devices = {
+        (d.community_id, d.id): DeviceInfo(d.community_id, d.gateway_id, d.kind)
+        for d in (await session.scalars(select(models.Device))).all()
+    }
+    return RegistryIndex(communities, gateways, devices)

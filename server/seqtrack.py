@@ -1,0 +1,68 @@
+"""Per-gateway sequence tracking: drop duplicate envelopes, count gaps.
+
+Theory of operation
+-------------------
+Each gateway numbers its envelopes 0, 1, 2, … and never repeats a number (DESIGN.md). For
+each gateway we keep the highest ``seq`` seen and a bitmap of which of the :data:`WINDOW`
+numbers at and below it have arrived. A new number above the high mark moves the window up
+and counts the numbers it skipped as gaps; a number inside the window is either a duplicate
+(bit set) or a late arrival that fills a gap (bit clear); a number below the window is taken
+for a duplicate, because a gateway sends its backlog in order.
+
+Invariants: ``gaps`` = numbers below ``high`` never seen (within what the window could tell);
+an envelope is accepted at most once per gateway while its number is in the window. After a
+server restart only ``high`` is known, so everything at or below it counts as seen.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["WINDOW", "SeqState", "SeqVerdict"]
+
+#: How far below the high mark a late envelope can still be told from a duplicate.
+WINDOW: Final = 4096
+_MASK: Final = (1 << WINDOW) - 1
+
+
+class SeqVerdict(enum.Enum):
+    """What to do with an envelope, by its sequence number."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+
+
+@dataclass
+class SeqState:
+    """One gateway's sequence window."""
+
+    high: int | None = None
+    seen: int = 0  # bit k set: high - k has arrived
+    gaps: int = 0
+    duplicates: int = 0
+
+    @classmethod
+    def restored(cls, high: int, gaps: int, duplicates: int) -> SeqState:
+        """State after a restart: everything at or below ``high`` counts as seen."""
+        return cls(high=high, seen=_MASK, gaps=gaps, duplicates=duplicates)
+
+    def offer(self, seq: int) -> SeqVerdict:
+        """Record ``seq``; say whether its envelope is new or a duplicate."""
+        if self.high is None:
+            self.high, self.seen = seq, 1
+            return SeqVerdict.NEW
+        if seq > self.high:
+            shift = seq - self.high
+            self.gaps += shift - 1
+            self.seen = ((self.seen << shift) | 1) & _MASK if shift < WINDOW else 1
+            self.high = seq
+            return SeqVerdict.NEW
+        back = self.high - seq
+        if back < WINDOW and not self.seen >> back & 1:
+            self.seen |= 1 << back
+            self.gaps -= 1
+            return SeqVerdict.NEW
+        self.duplicates += 1
+        return SeqVerdict.DUPLICATE

@@ -1,0 +1,78 @@
+"""Server settings: a TOML file (``--config``) and ``LINLI_*`` environment variables; env wins.
+
+Read once, in ``main``, into a frozen :class:`Settings`; nothing else reads the environment.
+
+===========================  ==============================  ==============================
+setting (TOML key)           environment variable            default
+===========================  ==============================  ==============================
+``mqtt_url``                 ``LINLI_MQTT_URL``              ``mqtt://127.0.0.1:1883``
+``mqtt_prefix``              ``LINLI_MQTT_PREFIX``           ``linli/v1``
+``mqtt_shared_group``        ``LINLI_MQTT_SHARED_GROUP``     ``linli`` (empty: no $share)
+``database_url``             ``LINLI_DATABASE_URL``          ``sqlite+aiosqlite:///var/linli.db``
+``telemetry_path``           ``LINLI_TELEMETRY_PATH``        ``var/telemetry.db``
+``influx_url``               ``LINLI_INFLUX_URL``            (none: embedded store; issue 6)
+``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
+``http_port``                ``LINLI_HTTP_PORT``             ``8080``
+===========================  ==============================  ==============================
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from collectors.mqtturl import parse_mqtt_url
+from collectors.wire import DEFAULT_TOPIC_PREFIX
+from collectors.yamlconf import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything the server needs to start."""
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_prefix: str = DEFAULT_TOPIC_PREFIX
+    mqtt_shared_group: str = "linli"
+    database_url: str = "sqlite+aiosqlite:///var/linli.db"
+    telemetry_path: str = "var/telemetry.db"
+    influx_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+
+_ENV_PREFIX = "LINLI_"
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge the TOML file (if any) and the environment; raise ConfigError naming the key."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, object] = {}
+    source = str(path) if path else "environment"
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError.one(source, None, "", f"cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError.one(source, None, "", f"not valid TOML: {exc}") from exc
+    known = set(Settings.__struct_fields__)
+    for key, value in environ.items():
+        if key.startswith(_ENV_PREFIX) and key[len(_ENV_PREFIX) :].lower() in known:
+            data[key[len(_ENV_PREFIX) :].lower()] = value
+    try:
+        # Environment values are strings; lax conversion turns "8081" into 8081.
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError.one(source, None, "", str(exc)) from exc
+    try:
+        parse_mqtt_url(settings.mqtt_url)
+    except ValueError as exc:
+        raise ConfigError.one(source, None, "mqtt_url", str(exc)) from exc
+    if not 0 <= settings.http_port <= 65535:
+        raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
+    return settings

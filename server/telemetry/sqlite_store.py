@@ -1,0 +1,175 @@
+"""The embedded telemetry store: one SQLite file, for the demo and single small sites.
+
+Writes are buffered and stored by one background task in transactions of up to
+:data:`MAX_ROWS_PER_TRANSACTION` rows, so ingest never waits on a disk write unless the buffer
+(:data:`MAX_BUFFERED_ROWS`) is full. Readings keep their fields as JSON, events their data;
+times are device times in epoch ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+import msgspec
+
+from collectors.wire import Item, Reading
+
+__all__ = ["SqliteTelemetryStore", "open_sqlite_store"]
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED_ROWS: Final = 100_000
+MAX_ROWS_PER_TRANSACTION: Final = 5_000
+FLUSH_INTERVAL_S: Final = 0.25
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    t INTEGER NOT NULL, community TEXT NOT NULL, gateway TEXT NOT NULL,
+    dev TEXT NOT NULL, kind TEXT NOT NULL, fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS readings_dev_t ON readings (community, dev, t);
+CREATE TABLE IF NOT EXISTS events (
+    t INTEGER NOT NULL, community TEXT NOT NULL, gateway TEXT NOT NULL,
+    dev TEXT NOT NULL, kind TEXT NOT NULL, event TEXT NOT NULL, state TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_dev_t ON events (community, dev, t);
+"""
+
+_encode = msgspec.json.Encoder().encode
+
+
+class SqliteTelemetryStore:
+    """Buffered writer and simple queries over the embedded store."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._readings: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._written = asyncio.Condition()
+        self._queued_total = 0
+        self._stored_total = 0
+
+    @property
+    def buffered(self) -> int:
+        """Rows waiting to be stored."""
+        return len(self._readings) + len(self._events)
+
+    async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
+        """Queue the items of one envelope; wait only while the buffer is full."""
+        async with self._room:
+            await self._room.wait_for(lambda: self.buffered < MAX_BUFFERED_ROWS)
+        for item in items:
+            if isinstance(item, Reading):
+                self._readings.append(
+                    (item.t, community, gateway, item.dev, item.kind, _encode(item.fields))
+                )
+            else:
+                self._events.append(
+                    (
+                        item.t,
+                        community,
+                        gateway,
+                        item.dev,
+                        item.kind,
+                        item.event,
+                        item.state,
+                        _encode(item.data),
+                    )
+                )
+        self._queued_total += len(items)
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        target = self._queued_total
+        self._wake.set()
+        async with self._written:
+            await self._written.wait_for(lambda: self._stored_total >= target)
+
+    async def run(self) -> None:
+        """Store buffered rows until cancelled; on cancel, store what is left first."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._store_buffered()
+                await asyncio.sleep(FLUSH_INTERVAL_S)
+        finally:
+            await self._store_buffered()
+
+    async def _store_buffered(self) -> None:
+        while self._readings or self._events:
+            readings = self._readings[:MAX_ROWS_PER_TRANSACTION]
+            events = self._events[: MAX_ROWS_PER_TRANSACTION - len(readings)]
+            await self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?)", readings)
+            await self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", events)
+            await self._db.commit()
+            del self._readings[: len(readings)]
+            del self._events[: len(events)]
+            self._stored_total += len(readings) + len(events)
+            async with self._room:
+                self._room.notify_all()
+            async with self._written:
+                self._written.notify_all()
+
+    async def counts(self, community: str | None = None) -> dict[str, dict[str, int]]:
+        """Stored readings and events per device (``community/dev``), for checks and the API."""
+        out: dict[str, dict[str, int]] = {}
+        for table in ("readings", "events"):
+            sql = f"SELECT community, dev, count(*) FROM {table}"  # noqa: S608 (fixed names)
+            args: tuple[str, ...] = ()
+            if community is not None:
+                sql += " WHERE community = ?"
+                args = (community,)
+            async with self._db.execute(sql + " GROUP BY community, dev", args) as cur:
+                async for com, dev, n in cur:
+                    out.setdefault(f"{com}/{dev}", {"readings": 0, "events": 0})[table] = n
+        return out
+
+    async def history(
+        self, community: str, dev: str, *, since: int, until: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """A device's readings and events in [since, until), oldest first, at most ``limit``."""
+        rows: list[dict[str, Any]] = []
+        async with self._db.execute(
+            "SELECT t, fields FROM readings WHERE community=? AND dev=? AND t>=? AND t<?"
+            " ORDER BY t LIMIT ?",
+            (community, dev, since, until, limit),
+        ) as cur:
+            async for t, fields in cur:
+                rows.append({"t": t, "fields": msgspec.json.decode(fields)})
+        async with self._db.execute(
+            "SELECT t, event, state, data FROM events WHERE community=? AND dev=? AND t>=?"
+            " AND t<? ORDER BY t LIMIT ?",
+            (community, dev, since, until, limit),
+        ) as cur:
+            async for t, name, state, data in cur:
+                rows.append(
+                    {"t": t, "event": name, "state": state, "data": msgspec.json.decode(data)}
+                )
+        rows.sort(key=lambda r: r["t"])
+        return rows[:limit]
+
+
+@contextlib.asynccontextmanager
+async def open_sqlite_store(path: Path) -> AsyncIterator[SqliteTelemetryStore]:
+    """Open the store, run its writer, and on exit store what is buffered and close."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        store = SqliteTelemetryStore(db)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(store.run(), name="telemetry-sqlite-writer")
+            try:
+                yield store
+            finally:
+                task.cancel()

@@ -1,0 +1,190 @@
+"""HTTP handlers: the live status page, its SSE stream, and the read-only JSON API.
+
+Every API error is JSON ``{"error": "..."}`` with a 4xx status that names what was wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from sqlalchemy import select
+
+from server import models
+from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, TELEMETRY
+
+__all__ = ["add_routes"]
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+#: The status page is sent at most this often per screen; updates in between coalesce.
+SSE_MIN_INTERVAL_S: Final = 0.25
+SSE_KEEPALIVE_S: Final = 15.0
+HISTORY_MAX_LIMIT: Final = 10_000
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json"
+    )
+
+
+def _not_found(message: str) -> web.HTTPNotFound:
+    return web.HTTPNotFound(
+        text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json"
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad_request(f"query parameter {name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise _bad_request(f"query parameter {name}={value} is outside {lo}..{hi}")
+    return value
+
+
+async def index(_request: web.Request) -> web.FileResponse:
+    """The live status page (zh-CN by default, ?lang=en for English)."""
+    return web.FileResponse(STATIC_DIR / "status.html")
+
+
+async def overview(request: web.Request) -> web.Response:
+    """Communities with their devices, names and current state, and gateway statuses."""
+    db = request.app[DATABASE]
+    live = request.app[LIVE]
+    async with db.session() as session:
+        communities = (
+            await session.scalars(select(models.Community).order_by(models.Community.committee_id, models.Community.id))
+        ).all()
+        devices = (
+            await session.scalars(
+                select(models.Device).order_by(models.Device.community_id, models.Device.id)
+            )
+        ).all()
+        orgs = {o.id: o for o in (await session.scalars(select(models.Organisation))).all()}
+    by_community: dict[str, list[dict[str, Any]]] = {}
+    for d in devices:
+        state = live.devices.get((d.community_id, d.id))
+        by_community.setdefault(d.community_id, []).append(
+            {
+                "id": d.id,
+                "kind": d.kind,
+                "name": d.name,
+                "name_en": d.name_en,
+                "building": d.building,
+                "floors": d.floors,
+                "state": state.as_json() if state else None,
+            }
+        )
+    body = {
+        "communities": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "name_en": c.name_en,
+                "committee": orgs[c.committee_id].name if c.committee_id in orgs else "",
+                "committee_en": orgs[c.committee_id].name_en if c.committee_id in orgs else "",
+                "devices": by_community.get(c.id, []),
+            }
+            for c in communities
+        ],
+        "gateways": list(live.gateways.values()),
+        "server_time": time.time_ns() // 1_000_000,
+    }
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: a JSON list of device/gateway updates per message."""
+    live = request.app[LIVE]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    sub = live.subscribe()
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                batch = await asyncio.wait_for(sub.next_batch(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            data = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
+            await response.write(f"data: {data}\n\n".encode())
+            await asyncio.sleep(SSE_MIN_INTERVAL_S)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        live.unsubscribe(sub)
+    return response
+
+
+async def ingest_stats(request: web.Request) -> web.Response:
+    """Ingest counters: envelopes, items, duplicates, gaps, rejects by reason."""
+    return web.json_response(request.app[INGEST].stats_json())
+
+
+async def telemetry_counts(request: web.Request) -> web.Response:
+    """Stored readings and events per device; ``?community=`` narrows it."""
+    community = request.query.get("community")
+    store = request.app[TELEMETRY]
+    if request.query.get("flush") == "1":
+        await store.flush()
+    return web.json_response(await store.counts(community))
+
+
+async def device_history(request: web.Request) -> web.Response:
+    """A device's stored readings and events between ``since`` and ``until`` (epoch ms)."""
+    community = request.match_info["community"]
+    dev = request.match_info["dev"]
+    if (community, dev) not in _known_devices(request):
+        raise _not_found(f"no device {dev!r} in community {community!r}")
+    now = time.time_ns() // 1_000_000
+    until = _int_param(request, "until", now + 1, 0, 2**62)
+    since = _int_param(request, "since", until - 3_600_000, 0, 2**62)
+    if since >= until:
+        raise _bad_request(f"since={since} must be before until={until}")
+    limit = _int_param(request, "limit", 1000, 1, HISTORY_MAX_LIMIT)
+    rows = await request.app[TELEMETRY].history(
+        community, dev, since=since, until=until, limit=limit
+    )
+    return web.json_response({"community": community, "dev": dev, "items": rows})
+
+
+def _known_devices(request: web.Request) -> set[tuple[str, str]]:
+    return set(request.app[INGEST].registry.devices)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness and the state of the server's links."""
+    return web.json_response(
+        {
+            "mqtt_connected": request.app[MQTT_CONNECTED].is_set(),
+            "telemetry_buffered": request.app[TELEMETRY].buffered,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the server."""
+    app.router.add_get("/", index)
+    app.router.add_get("/api/overview", overview)
+    app.router.add_get("/api/stream", stream)
+    app.router.add_get("/api/ingest", ingest_stats)
+    app.router.add_get("/api/telemetry/counts", telemetry_counts)
+    app.router.add_get("/api/devices/{community}/{dev}/history", device_history)
+    app.router.add_get("/healthz", health)
+    app.router.add_static("/static", STATIC_DIR)
