@@ -42,16 +42,19 @@ class SeqState:
     seen: int = 0  # bit k set: high - k has arrived
     gaps: int = 0
     duplicates: int = 0
+    #: The first number seen: gaps are counted from here up, so a late number below it
+    #: (out-of-order first contact) is new but fills no counted gap.
+    floor: int = 0
 
     @classmethod
     def restored(cls, high: int, gaps: int, duplicates: int) -> SeqState:
         """State after a restart: everything at or below ``high`` counts as seen."""
-        return cls(high=high, seen=_MASK, gaps=gaps, duplicates=duplicates)
+        return cls(high=high, seen=_MASK, gaps=gaps, duplicates=duplicates, floor=high)
 
     def offer(self, seq: int) -> SeqVerdict:
         """Record ``seq``; say whether its envelope is new or a duplicate."""
         if self.high is None:
-            self.high, self.seen = seq, 1
+            self.high, self.seen, self.floor = seq, 1, seq
             return SeqVerdict.NEW
         if seq > self.high:
             shift = seq - self.high
@@ -62,7 +65,8 @@ class SeqState:
         back = self.high - seq
         if back < WINDOW and not self.seen >> back & 1:
             self.seen |= 1 << back
-            self.gaps -= 1
+            if seq > self.floor:
+                self.gaps -= 1
             return SeqVerdict.NEW
         self.duplicates += 1
         return SeqVerdict.DUPLICATE

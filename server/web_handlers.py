@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from server import models
-from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, TELEMETRY
+from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
 
 __all__ = ["add_routes"]
 
@@ -62,7 +62,11 @@ async def overview(request: web.Request) -> web.Response:
     live = request.app[LIVE]
     async with db.session() as session:
         communities = (
-            await session.scalars(select(models.Community).order_by(models.Community.committee_id, models.Community.id))
+            await session.scalars(
+                select(models.Community).order_by(
+                    models.Community.committee_id, models.Community.id
+                )
+            )
         ).all()
         devices = (
             await session.scalars(
@@ -114,6 +118,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     sub = live.subscribe()
+    task = asyncio.current_task()
+    assert task is not None
+    streams = request.app[STREAMS]
+    streams.add(task)
     try:
         await response.write(b"retry: 2000\n\n")
         while True:
@@ -126,10 +134,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(f"data: {data}\n\n".encode())
             await asyncio.sleep(SSE_MIN_INTERVAL_S)
     except (ConnectionResetError, asyncio.CancelledError):
+        # The screen went away, or the server is shutting down (_close_streams): either way
+        # the stream is over and the response is complete.
         pass
     finally:
         live.unsubscribe(sub)
+        streams.discard(task)
     return response
+
+
+async def _close_streams(app: web.Application) -> None:
+    streams = app[STREAMS]
+    for task in tuple(streams):
+        task.cancel()
 
 
 async def ingest_stats(request: web.Request) -> web.Response:
@@ -179,7 +196,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register every route of the server."""
+    """Register every route of the server, and the shutdown hook that ends open streams."""
+    app[STREAMS] = set()
+    app.on_shutdown.append(_close_streams)
     app.router.add_get("/", index)
     app.router.add_get("/api/overview", overview)
     app.router.add_get("/api/stream", stream)

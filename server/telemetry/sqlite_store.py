@@ -167,9 +167,12 @@ async def open_sqlite_store(path: Path) -> AsyncIterator[SqliteTelemetryStore]:
         await db.executescript(_SCHEMA)
         await db.commit()
         store = SqliteTelemetryStore(db)
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(store.run(), name="telemetry-sqlite-writer")
-            try:
-                yield store
-            finally:
-                task.cancel()
+        # A plain task, not a TaskGroup around the yield: errors of the caller's block must
+        # reach the caller as they are, not wrapped in an ExceptionGroup.
+        task = asyncio.create_task(store.run(), name="telemetry-sqlite-writer")
+        try:
+            yield store
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

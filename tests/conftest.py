@@ -1,0 +1,152 @@
+"""Shared fixtures: real loopback servers and our own commands as real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_REGISTRY = ROOT / "server" / "demo_data" / "shancheng.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class Broker:
+    """A real mosquitto on a free loopback port."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+def _start_mosquitto(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    conf = tmp / f"mosquitto-{port}.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\n"
+    )
+    proc = subprocess.Popen(
+        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_port(port)
+    return proc
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh mosquitto for one test."""
+    port = free_port()
+    proc = _start_mosquitto(tmp_path, port)
+    yield Broker(port, proc)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def linli(*args: str) -> list[str]:
+    """The command line of ``linli ARGS`` in this virtual environment."""
+    return [
+        sys.executable,
+        "-c",
+        "from server.cli import main; import sys; sys.exit(main())",
+        *args,
+    ]
+
+
+def run_linli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        linli(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@dataclass
+class ServerProc:
+    """A ``linli server`` process with its settings."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    settings: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
+    path = tmp / "settings.toml"
+    path.write_text(
+        f'mqtt_url = "{broker.url}"\n'
+        f'database_url = "sqlite+aiosqlite:///{tmp / "linli.db"}"\n'
+        f'telemetry_path = "{tmp / "telemetry.db"}"\n'
+        f"http_port = {http_port}\n"
+    )
+    return path
+
+
+def start_server(tmp: Path, settings: Path, port: int) -> ServerProc:
+    log = tmp / f"server-{time.monotonic_ns()}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            linli("server", "--config", str(settings)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+    wait_port(port, timeout=20)
+    return ServerProc(proc, port, settings, log)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def server(tmp_path: Path, mosquitto: Broker) -> Iterator[ServerProc]:
+    """A ``linli server`` process on the demo registry, connected to ``mosquitto``."""
+    settings = write_settings(tmp_path, mosquitto, free_port())
+    done = run_linli("registry", "import", str(DEMO_REGISTRY), "--config", str(settings))
+    assert done.returncode == 0, done.stderr
+    port = int(settings.read_text().split("http_port = ")[1].split()[0])
+    srv = start_server(tmp_path, settings, port)
+    yield srv
+    assert stop(srv.proc) == 0, srv.log.read_text()[-3000:]

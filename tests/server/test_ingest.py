@@ -1,0 +1,82 @@
+"""The ingest pipeline in process, over the real embedded telemetry store (no MQTT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from server.db import open_database
+from server.ingest import Ingest
+from server.livestate import LiveState
+from server.registry import RegistryIndex, import_registry, load_registry, load_registry_index
+from server.telemetry.sqlite_store import open_sqlite_store
+from tests.conftest import DEMO_REGISTRY
+
+T0 = 1_763_800_000_000
+UP = "linli/v1/meihuayuan/gw-1/up"
+
+
+def env(seq: int, *items: dict[str, Any], community: str = "meihuayuan") -> bytes:
+    return json.dumps(
+        {"v": 1, "gw": "gw-1", "community": community, "seq": seq, "sent": T0, "items": list(items)}
+    ).encode()
+
+
+def lane(t: int, occupied: bool, dev: str = "fl-1") -> dict[str, Any]:
+    return {"t": t, "dev": dev, "kind": "fire_lane", "fields": {"occupied": occupied}}
+
+
+async def test_ingest_stores_state_dedupes_and_picks_up_new_devices(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    async with open_database(url) as db, open_sqlite_store(tmp_path / "t.db") as store:
+        async with db.session() as s:
+            await import_registry(s, load_registry(DEMO_REGISTRY))
+
+        async def load() -> RegistryIndex:
+            async with db.session() as s:
+                return await load_registry_index(s)
+
+        live = LiveState()
+        sub = live.subscribe()
+        ingest = Ingest(
+            prefix="linli/v1", registry=await load(), load_registry=load, live=live, writer=store
+        )
+        assert await ingest.handle(UP, env(0, lane(T0, True))) is None
+        assert await ingest.handle(UP, env(0, lane(T0, True))) is None  # duplicate
+        ev = {
+            "t": T0 + 5,
+            "dev": "fl-1",
+            "kind": "fire_lane",
+            "event": "obstruction",
+            "state": "start",
+            "data": {"object": "vehicle"},
+        }
+        assert await ingest.handle(UP, env(2, lane(T0 + 1, True), ev)) is None
+        await store.flush()
+        assert await store.counts() == {"meihuayuan/fl-1": {"readings": 2, "events": 1}}
+        assert ingest.stats.duplicates == 1
+        assert ingest.gaps == 1  # seq 1 never came
+        state = live.devices[("meihuayuan", "fl-1")]
+        assert state.fields == {"occupied": True}
+        assert state.active == {"obstruction": T0 + 5}
+        batch = await sub.next_batch()
+        assert [u["dev"] for u in batch] == ["fl-1"]  # coalesced: one update per device
+
+        # A device unknown at first is picked up once the registry has it (reloaded on miss).
+        rejected = await ingest.handle(UP, env(3, lane(T0, False, dev="fl-9")))
+        assert rejected is not None
+        assert rejected.reason == "unknown_device"
+        text = DEMO_REGISTRY.read_text(encoding="utf-8").replace(
+            "      - id: fl-1\n",
+            "      - id: fl-9\n        kind: fire_lane\n        name: '9号'\n"
+            "        gateway: gw-1\n      - id: fl-1\n",
+            1,
+        )
+        extra = tmp_path / "extra.yaml"
+        extra.write_text(text, encoding="utf-8")
+        async with db.session() as s:
+            await import_registry(s, load_registry(extra))
+        ingest._reloaded_at = float("-inf")  # as if the reload interval had passed
+        assert await ingest.handle(UP, env(4, lane(T0, False, dev="fl-9"))) is None
+        assert ingest.stats_json()["rejected"] == {"unknown_device": 1}

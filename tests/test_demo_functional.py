@@ -1,0 +1,71 @@
+"""``linli demo`` as a user runs it: it starts, at least 20 communities change live, and
+Ctrl-C (SIGINT) stops everything, leaving no process and no port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, free_port, linli, wait_port
+
+pytestmark = pytest.mark.functional
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/api/overview", timeout=10) as r:
+        body = json.load(r)
+    return {
+        c["id"]: {d["id"]: (d["state"] or {}).get("fields") for d in c["devices"]}
+        for c in body["communities"]
+    }
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_demo_runs_live_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        linli("demo", "--state-dir", str(tmp_path / "demo")),
+        cwd=ROOT,
+        env={**os.environ, "LINLI_HTTP_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_port(port, timeout=60)
+        url = f"http://127.0.0.1:{port}"
+        time.sleep(3)
+        before = snapshot(url)
+        gateway_pids = children_of(proc.pid)
+        assert gateway_pids, "the demo runs its gateways as a child process"
+        time.sleep(6)
+        after = snapshot(url)
+        assert time.monotonic() - started < 60
+        assert len(after) >= 20
+        changed = [c for c in after if after[c] != before[c]]
+        assert len(changed) >= 20, f"only {len(changed)} communities changed"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "Linli demo stopped." in out
+    for pid in gateway_pids:
+        assert not Path(f"/proc/{pid}").exists(), f"gateway process {pid} left running"
+    with pytest.raises(TimeoutError):
+        wait_port(port, timeout=0.5)
