@@ -50,6 +50,7 @@ async def _embedded_broker() -> AsyncIterator[str]:
 
     logging.getLogger("amqtt").setLevel(logging.WARNING)
     logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machines
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per poll is noise
     port = _free_port()
     broker = Broker(
         {

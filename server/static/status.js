@@ -219,9 +219,20 @@ async function load() {
 
 // The stream opens before the overview loads; updates that arrive meanwhile wait in `early`.
 let early = [];
+let everConnected = false;
 function connect() {
   const es = new EventSource("/api/stream");
-  es.onopen = () => { model.connected = true; if (!early) renderSummary(); };
+  es.onopen = () => {
+    model.connected = true;
+    if (everConnected && !early) {
+      // Reconnected (server restart, network blip): changes may have been missed meanwhile,
+      // so reload the whole state, buffering the stream's updates as on first load.
+      early = [];
+      load().then(() => { const pending = early; early = null; applyUpdates(pending); });
+    }
+    everConnected = true;
+    if (!early) renderSummary();
+  };
   es.onerror = () => { model.connected = false; if (!early) renderSummary(); };
   es.onmessage = (ev) => {
     const updates = JSON.parse(ev.data);

@@ -10,12 +10,13 @@ import json
 import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from tests.conftest import Broker, ServerProc
+from tests.conftest import Broker, ServerProc, start_server, stop
 from tests.test_pipeline_functional import envelope, get_json, wait_for
 
 pytestmark = pytest.mark.functional
@@ -78,3 +79,30 @@ async def test_tile_changes_live_when_the_device_changes(
     )
     # The page did not reload: the stream kept running (the connection shows live).
     await expect(page.locator("#conn")).to_have_text("live")
+
+
+async def test_page_catches_up_after_a_server_restart(
+    browser: Browser, mosquitto: Broker, server: ServerProc, tmp_path: Path
+) -> None:
+    """A change published while the server is down reaches the open page after the restart:
+    the broker kept it for the server's persistent session, and the page reloads its state
+    when its stream reconnects."""
+    wait_for(lambda: get_json(f"{server.url}/healthz")["mqtt_connected"], what="server MQTT")
+    page = await browser.new_page()
+    await page.goto(server.url + "/")
+    tile = page.locator('[data-dev="meihuayuan/fl-1"]')
+    await publish_lane(mosquitto, 1, occupied=True, dwell=75)
+    await expect(tile.locator(".main")).to_have_text("占用", timeout=5000)
+
+    assert stop(server.proc) == 0
+    await expect(page.locator("#conn")).to_have_text("连接中断", timeout=10000)
+    await publish_lane(mosquitto, 2, occupied=False, dwell=0)  # while the server is down
+    restarted = start_server(tmp_path, server.settings, server.port)
+    try:
+        await expect(tile.locator(".main")).to_have_text("畅通", timeout=20000)
+        await expect(page.locator("#conn")).to_have_text("实时连接")
+        stats = get_json(f"{restarted.url}/api/ingest")
+        assert stats["duplicates"] == 0  # the seq mark was saved on shutdown and reloaded
+        assert stats["gaps"] == 0
+    finally:
+        assert stop(restarted.proc) == 0
