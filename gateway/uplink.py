@@ -183,12 +183,25 @@ class Uplink:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), wait_s)
         self._urgent.clear()
-        limit = min(batch.max_items, batch.max_bytes // _ITEM_BYTES_ESTIMATE)
+        limit = min(batch.max_items, max(1, batch.max_bytes // _ITEM_BYTES_ESTIMATE))
         items = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
+        # The estimate is only a first cut: encode, and while the batch is over max_bytes,
+        # give its second half back to the front of the queue. The number is reserved
+        # last, so a batch that shrank does not waste one.
+        while True:
+            payload = self._encode(items, self._seq.next)
+            if len(payload) <= batch.max_bytes or len(items) == 1:
+                break
+            keep = len(items) // 2
+            self._pending.extendleft(reversed(items[keep:]))
+            del items[keep:]
         if any(isinstance(i, Event) for i in self._pending):
             self._urgent.set()  # an event left behind must not wait for the next age bound
         self._room.set()
         seq = await self._seq.allocate()
+        return self._encode(items, seq), len(items)
+
+    def _encode(self, items: list[Item], seq: int) -> bytes:
         envelope = Envelope(
             gw=self._site.gateway,
             community=self._site.community,
@@ -196,4 +209,4 @@ class Uplink:
             sent=_now_ms(),
             items=items,
         )
-        return encode_envelope(envelope), len(items)
+        return encode_envelope(envelope)
