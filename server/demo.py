@@ -21,12 +21,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import yaml
 
 from server.cli import serve, stop_on_signals
 from server.db import open_database
 from server.registry import RegistryFile, import_registry, load_registry
-from server.settings import Settings, load_settings
+from server.settings import load_settings
 
 __all__ = ["DEMO_REGISTRY", "run_demo", "site_configs"]
 
@@ -106,27 +107,28 @@ async def run_demo(args: argparse.Namespace) -> int:
     """Run the demo until SIGINT/SIGTERM; return the exit status."""
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (start-up, before any I/O loop)
-    base = load_settings(None)
+    flags = {
+        "mqtt_url": args.mqtt_url,
+        "database_url": args.database_url,
+        "influx_url": args.influx_url,
+        "http_port": args.port,
+    }
+    # Validated like any settings before anything starts: a bad flag is a clear error.
+    settings = load_settings(None, overrides={k: v for k, v in flags.items() if v is not None})
+    if args.database_url is None:
+        settings = msgspec.structs.replace(
+            settings, database_url=f"sqlite+aiosqlite:///{state_dir / 'linli.db'}"
+        )
+    settings = msgspec.structs.replace(settings, telemetry_path=str(state_dir / "telemetry.db"))
     registry_path = args.registry or DEMO_REGISTRY
     reg = load_registry(registry_path)
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(stop_on_signals(stop))
-        if args.mqtt_url:
-            mqtt_url, shared = args.mqtt_url, base.mqtt_shared_group
-        else:
+        if args.mqtt_url is None:
             mqtt_url = await stack.enter_async_context(_embedded_broker())
-            shared = ""  # amqtt has no shared subscriptions
-        settings = Settings(
-            mqtt_url=mqtt_url,
-            mqtt_prefix=base.mqtt_prefix,
-            mqtt_shared_group=shared,
-            database_url=args.database_url or f"sqlite+aiosqlite:///{state_dir / 'linli.db'}",
-            telemetry_path=str(state_dir / "telemetry.db"),
-            influx_url=args.influx_url or base.influx_url,
-            http_host=base.http_host,
-            http_port=args.port if args.port is not None else base.http_port,
-        )
+            # amqtt has no shared subscriptions.
+            settings = msgspec.structs.replace(settings, mqtt_url=mqtt_url, mqtt_shared_group="")
         async with open_database(settings.database_url) as db, db.session() as session:
             counts = await import_registry(session, reg)
         log.info(
@@ -140,7 +142,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         sites_dir.mkdir(exist_ok=True)
         paths = []
         for name, site in site_configs(
-            reg, mqtt_url, settings.mqtt_prefix, state_dir, args.seed
+            reg, settings.mqtt_url, settings.mqtt_prefix, state_dir, args.seed
         ).items():
             path = sites_dir / name
             text = yaml.safe_dump(site, allow_unicode=True, sort_keys=False)

@@ -48,11 +48,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _ENV_PREFIX = "LINLI_"
 
 
-def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge the TOML file (if any) and the environment; raise ConfigError naming the key."""
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Merge the TOML file (if any), the environment, then ``overrides`` (command-line flags);
+    validate the result once; raise ConfigError naming the key."""
     environ = os.environ if environ is None else environ
     data: dict[str, object] = {}
-    source = str(path) if path else "environment"
+    source = str(path) if path else "settings"
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -64,6 +70,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     for key, value in environ.items():
         if key.startswith(_ENV_PREFIX) and key[len(_ENV_PREFIX) :].lower() in known:
             data[key[len(_ENV_PREFIX) :].lower()] = value
+    data.update(overrides or {})
     try:
         # Environment values are strings; lax conversion turns "8081" into 8081.
         settings = msgspec.convert(data, Settings, strict=False)

@@ -52,3 +52,16 @@ def test_unknown_command_and_missing_arguments() -> None:
     out = run_linli("gateway")
     assert out.returncode == 2
     assert "--config" in out.stderr
+
+
+def test_demo_bad_flags_fail_before_anything_starts(tmp_path: Path) -> None:
+    cases = {
+        ("--port", "99999"): "settings: http_port: 99999 is not a port",
+        ("--mqtt-url", "http://x"): "mqtt_url: MQTT URL 'http://x' must start with mqtt://",
+        ("--registry", str(tmp_path / "none.yaml")): "none.yaml: cannot read",
+        ("--port", "abc"): "argument --port: invalid int value: 'abc'",
+    }
+    for flags, message in cases.items():
+        out = run_linli("demo", "--state-dir", str(tmp_path / "demo"), *flags, timeout=30)
+        assert out.returncode == 2, flags
+        assert message in out.stderr, (flags, out.stderr[-500:])
