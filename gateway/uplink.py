@@ -186,8 +186,9 @@ class Uplink:
         limit = min(batch.max_items, max(1, batch.max_bytes // _ITEM_BYTES_ESTIMATE))
         items = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
         # The estimate is only a first cut: encode, and while the batch is over max_bytes,
-        # give its second half back to the front of the queue. The number is reserved
-        # last, so a batch that shrank does not waste one.
+        # give its second half back to the front of the queue. The batch is encoded with the
+        # number ``allocate`` will return, so the final encoding is the one sent and a batch
+        # that shrank wastes no number.
         while True:
             payload = self._encode(items, self._seq.next)
             if len(payload) <= batch.max_bytes or len(items) == 1:
@@ -199,7 +200,8 @@ class Uplink:
             self._urgent.set()  # an event left behind must not wait for the next age bound
         self._room.set()
         seq = await self._seq.allocate()
-        return self._encode(items, seq), len(items)
+        assert seq + 1 == self._seq.next  # the number the payload was encoded with
+        return payload, len(items)
 
     def _encode(self, items: list[Item], seq: int) -> bytes:
         envelope = Envelope(

@@ -74,6 +74,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         asyncio.create_task(run_seq_saver(db, ingest), name="seq-saver"),
     ]
+    for task in tasks:
+        task.add_done_callback(_report_crash)
     try:
         yield
     finally:
@@ -82,6 +84,13 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # These tasks loop until cancelled; ending any other way is a defect to shout about,
+    # not to leave the server running without ingest.
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("background task %s crashed", task.get_name(), exc_info=task.exception())
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -91,6 +91,8 @@ class LiveState:
                 state = self.devices[key] = DeviceState(community, item.dev, item.kind)
             state.apply(item)
             touched[key] = state
+        if not self._subscribers:
+            return  # nobody watching: no update to build
         for (com, dev), state in touched.items():
             self._notify(f"d/{com}/{dev}", {"type": "device", **state.as_json()})
 

@@ -167,7 +167,7 @@ async def device_history(request: web.Request) -> web.Response:
     """A device's stored readings and events between ``since`` and ``until`` (epoch ms)."""
     community = request.match_info["community"]
     dev = request.match_info["dev"]
-    if (community, dev) not in _known_devices(request):
+    if (community, dev) not in request.app[INGEST].registry.devices:
         raise _not_found(f"no device {dev!r} in community {community!r}")
     now = time.time_ns() // 1_000_000
     until = _int_param(request, "until", now + 1, 0, 2**62)
@@ -179,10 +179,6 @@ async def device_history(request: web.Request) -> web.Response:
         community, dev, since=since, until=until, limit=limit
     )
     return web.json_response({"community": community, "dev": dev, "items": rows})
-
-
-def _known_devices(request: web.Request) -> set[tuple[str, str]]:
-    return set(request.app[INGEST].registry.devices)
 
 
 async def health(request: web.Request) -> web.Response:

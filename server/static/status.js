@@ -218,18 +218,23 @@ async function load() {
 }
 
 // The stream opens before the overview loads; updates that arrive meanwhile wait in `early`.
+// The same happens after a reconnect (server restart, network blip), when changes may have
+// been missed: `resync` reloads the whole state and then applies what was buffered.
 let early = [];
 let everConnected = false;
+
+function resync() {
+  early = early || [];
+  return load()
+    .catch((err) => { document.getElementById("footer").textContent = `/api/overview: ${err}`; })
+    .finally(() => { const pending = early; early = null; applyUpdates(pending); });
+}
+
 function connect() {
   const es = new EventSource("/api/stream");
   es.onopen = () => {
     model.connected = true;
-    if (everConnected && !early) {
-      // Reconnected (server restart, network blip): changes may have been missed meanwhile,
-      // so reload the whole state, buffering the stream's updates as on first load.
-      early = [];
-      load().then(() => { const pending = early; early = null; applyUpdates(pending); });
-    }
+    if (everConnected && !early) resync();
     everConnected = true;
     if (!early) renderSummary();
   };
@@ -250,6 +255,4 @@ document.getElementById("lang").addEventListener("click", () => {
 setInterval(() => { if (model.communities.length) renderAll(); }, 30_000);
 
 connect();
-load().then(() => { const pending = early; early = null; applyUpdates(pending); }).catch((err) => {
-  document.getElementById("footer").textContent = `/api/overview: ${err}`;
-});
+resync();
