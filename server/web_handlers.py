@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
 from server import models
@@ -191,8 +192,23 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+@web.middleware
+async def json_api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under /api, errors aiohttp raises itself (unknown path, wrong method) are JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.content_type == "application/json":
+            raise
+        raise type(exc)(  # same status, our body
+            text=json.dumps({"error": f"{exc.reason}: {request.method} {request.path}"}),
+            content_type="application/json",
+        ) from None
+
+
 def add_routes(app: web.Application) -> None:
     """Register every route of the server, and the shutdown hook that ends open streams."""
+    app.middlewares.append(json_api_errors)
     app[STREAMS] = set()
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/", index)

@@ -231,6 +231,7 @@ def test_api_bad_input_gets_clear_4xx(server: ServerProc) -> None:
         f"/api/devices/{COMMUNITY}/fl-1/history?limit=abc": (400, "limit='abc' is not an integer"),
         f"/api/devices/{COMMUNITY}/fl-1/history?limit=0": (400, "limit=0 is outside"),
         f"/api/devices/{COMMUNITY}/fl-1/history?since=10&until=5": (400, "must be before"),
+        "/api/nope": (404, "Not Found: GET /api/nope"),
     }
     for path, (status, message) in cases.items():
         with pytest.raises(urllib.error.HTTPError) as info:

@@ -38,7 +38,7 @@ const I18N = {
             earthquake: "earthquake", unknown: "unknown" },
     laneBusy: "occupied", laneFree: "clear", dwell: (s) => `for ${s} s`,
     obj: { vehicle: "vehicle", ebike: "e-bike", goods: "goods", unknown: "object" },
-    gateOpen: "open", gateClosed: "closed", passages: (n) => `${n} passages`,
+    gateOpen: "open", gateClosed: "closed", passages: (n) => `${n} passage${n === 1 ? "" : "s"}`,
     gateMode: { normal: "normal", held_open: "held open", locked_down: "locked down",
                 fire_release: "fire release" },
     noData: "no data yet",
