@@ -202,7 +202,7 @@ EVENTS_BY_KIND: Final[dict[str, frozenset[str]]] = {
             "remote_open",
         }
     ),
-    "fire_panel": frozenset({"fire_alarm"}),
+    "fire_panel": frozenset({"fire_alarm", "comm_lost"}),
 }
 
 assert set(FIELDS_BY_KIND) == set(get_args(DeviceKind)) == set(EVENTS_BY_KIND)

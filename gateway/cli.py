@@ -8,13 +8,15 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+from collectors.profile import Profile
 from collectors.yamlconf import ConfigError
 from gateway.runtime import Gateway
 from gateway.seqstore import SeqStoreError
-from gateway.site import SiteConfig, load_site
+from gateway.site import SiteConfig, load_site_with_profiles
 
 __all__ = ["main"]
 
@@ -45,12 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(sites: list[SiteConfig], record: TextIO | None) -> int:
+async def _run(
+    sites: list[SiteConfig], profiles: list[Mapping[str, Profile]], record: TextIO | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateways = [Gateway(site, record=record) for site in sites]
+    gateways = [
+        Gateway(site, profiles=p, record=record) for site, p in zip(sites, profiles, strict=True)
+    ]
     failed = False
     try:
         async with asyncio.TaskGroup() as tg:
@@ -76,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     sites: list[SiteConfig] = []
+    profiles: list[Mapping[str, Profile]] = []
     problems: list[str] = []
     for path in args.config:
         try:
-            sites.append(load_site(path))
+            site, site_profiles = load_site_with_profiles(path)
+            sites.append(site)
+            profiles.append(site_profiles)
         except ConfigError as exc:
             problems.append(str(exc))
     seen: set[tuple[str, str]] = set()
@@ -98,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"{args.record}: cannot open for writing: {exc.strerror}", file=sys.stderr)
                 return 2
-        return asyncio.run(_run(sites, record))
+        return asyncio.run(_run(sites, profiles, record))

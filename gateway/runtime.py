@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import msgspec
 
 from collectors.base import Collector
+from collectors.framed import FramedCollector, FramedDevice
+from collectors.local_mqtt import LocalMqttCollector, MqttDevice
+from collectors.modbus import ModbusCollector, ModbusDevice
+from collectors.profile import FramedProfile, ModbusProfile, MqttProfile, Profile
 from collectors.sim_collector import SimulatorCollector
 from collectors.simulators import make_simulator
 from collectors.wire import Item
 from gateway.seqstore import SeqStore
-from gateway.site import SiteConfig
+from gateway.site import ModbusBusConfig, SerialBusConfig, SimulatorConfig, SiteConfig
 from gateway.uplink import Uplink
 
 __all__ = ["Gateway", "build_collectors"]
@@ -29,24 +34,59 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 
-def build_collectors(site: SiteConfig) -> list[Collector]:
-    """The collectors a site config declares."""
+def build_collectors(site: SiteConfig, profiles: Mapping[str, Profile]) -> list[Collector]:
+    """The collectors a (checked) site config declares, with their profiles."""
     collectors: list[Collector] = []
     for i, conf in enumerate(site.collectors):
-        # Each simulator's seed also depends on its position, so two collectors with the
-        # same seed do not mirror each other.
-        devices = [
-            make_simulator(d.id, d.kind, conf.seed + i, floors=d.floors) for d in conf.devices
-        ]
-        collectors.append(SimulatorCollector(conf.name, devices))
+        if isinstance(conf, SimulatorConfig):
+            # Each simulator's seed also depends on its position, so two collectors with the
+            # same seed do not mirror each other.
+            sims = [
+                make_simulator(d.id, d.kind, conf.seed + i, floors=d.floors) for d in conf.devices
+            ]
+            collectors.append(SimulatorCollector(conf.name, sims))
+        elif isinstance(conf, ModbusBusConfig):
+            devices = [
+                ModbusDevice(d.id, d.unit, cast(ModbusProfile, profiles[d.profile]))
+                for d in conf.devices
+            ]
+            serial = conf.serial or devices[0].profile.serial
+            collectors.append(ModbusCollector(conf.name, conf.port, serial, devices))
+        elif isinstance(conf, SerialBusConfig):
+            framed = cast(FramedProfile, profiles[conf.profile])
+            collectors.append(
+                FramedCollector(
+                    conf.name,
+                    conf.port,
+                    conf.serial or framed.serial,
+                    framed,
+                    [FramedDevice(d.id, d.address) for d in conf.devices],
+                )
+            )
+        else:
+            mqtt_devices = [
+                MqttDevice(d.id, cast(MqttProfile, profiles[d.profile]), str(d.address))
+                for d in conf.devices
+            ]
+            client_id = f"linli-{site.community}-{site.gateway}-{conf.name}"
+            collectors.append(
+                LocalMqttCollector(conf.name, conf.url, mqtt_devices, client_id=client_id)
+            )
     return collectors
 
 
 class Gateway:
     """Runs one site's collectors and uplink until stopped."""
 
-    def __init__(self, site: SiteConfig, *, record: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        profiles: Mapping[str, Profile] | None = None,
+        record: TextIO | None = None,
+    ) -> None:
         self.site = site
+        self.collectors = build_collectors(site, profiles or {})
         self.uplink = Uplink(site, SeqStore(Path(site.state_dir) / "seq"))
         self.produced = 0
         self._record = record
@@ -68,7 +108,7 @@ class Gateway:
         )
         collector_tasks = [
             asyncio.create_task(c.run(self._emit), name=f"collector-{self.site.community}-{c.name}")
-            for c in build_collectors(self.site)
+            for c in self.collectors
         ]
         try:
             waits = [asyncio.create_task(stop.wait()), uplink_task, *collector_tasks]

@@ -2,6 +2,7 @@
 
     linli server   [--config FILE]            run the central server
     linli gateway  --config SITE [...]        run gateways (python -m gateway)
+    linli firmware validate PATH...           check device profiles and site configs
     linli demo     [--mqtt-url …] [...]       everything on embedded defaults
     linli registry import FILE [--config F]   load a registry YAML into SQL (idempotent)
     linli registry check FILE                 validate a registry YAML, print every problem
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "gateway", help="run gateways from site configs (see linli gateway --help)", add_help=False
+    )
+    sub.add_parser(
+        "firmware",
+        help="validate device profiles and site configs (linli firmware validate PATH…)",
+        add_help=False,
     )
 
     d = sub.add_parser("demo", help="run broker, server and simulated gateways on defaults")
@@ -144,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["gateway"]:
         # The gateway is its own program (the server never imports edge code): hand over.
         os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv[1:]])  # noqa: S606
+    if argv[:1] == ["firmware"]:
+        # Profiles and site configs are edge data, checked by the gateway's own code.
+        os.execv(sys.executable, [sys.executable, "-m", "gateway.firmware", *argv[1:]])  # noqa: S606
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

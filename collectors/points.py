@@ -1,0 +1,294 @@
+"""Points: how a value in a device's memory or frame becomes a reading field or an event.
+
+Sans-I/O. A profile lists points (see :mod:`collectors.profile`); :func:`compile_points`
+turns them, once at load, into small decoders with one signature::
+
+    decoder(buf: bytes, sample: Sample) -> None
+
+``buf`` is a Modbus register block (each register big-endian, as Modbus sends it) or an
+unescaped serial frame. A decoder reads its bytes at a fixed position, applies byte/word order,
+``scale`` and ``offset``, and writes into the :class:`Sample`: a field value, an event that is
+active (with its data), or a problem when the bytes cannot be a valid value (a short buffer, a
+NaN float, a code the profile does not know). Problems are counted, never raised: no input
+makes a decoder throw.
+
+Value layout for multi-register types (Modbus application protocol §4.2: registers are
+big-endian; the order of registers in 32-bit values is the maker's choice)::
+
+    u32 = 0x11223344, word_order big, byte_order big:    [11 22] [33 44]
+                      word_order little:                 [33 44] [11 22]
+                      byte_order little (byte-swapped):  [22 11] [44 33]
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, assert_never
+
+import msgspec
+
+from collectors.wire import FIELDS_BY_KIND
+
+__all__ = [
+    "SIZE",
+    "Decoder",
+    "FieldType",
+    "Sample",
+    "ValueType",
+    "decode_raw",
+    "field_type",
+]
+
+ValueType = Literal["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool"]
+Order = Literal["big", "little"]
+
+#: Bytes each value type occupies; ``bool`` is one byte (a frame) or one register (Modbus:
+#: the caller passes the register's two bytes and any non-zero value is true).
+SIZE: Final[dict[ValueType, int]] = {
+    "u8": 1,
+    "i8": 1,
+    "u16": 2,
+    "i16": 2,
+    "u32": 4,
+    "i32": 4,
+    "f32": 4,
+    "bool": 1,
+}
+
+_STRUCTS: Final[dict[ValueType, struct.Struct]] = {
+    "u8": struct.Struct(">B"),
+    "i8": struct.Struct(">b"),
+    "u16": struct.Struct(">H"),
+    "i16": struct.Struct(">h"),
+    "u32": struct.Struct(">I"),
+    "i32": struct.Struct(">i"),
+    "f32": struct.Struct(">f"),
+    "bool": struct.Struct(">B"),
+}
+
+
+def decode_raw(
+    raw: bytes, vtype: ValueType, *, word_order: Order = "big", byte_order: Order = "big"
+) -> int | float:
+    """Decode ``raw`` (exactly ``SIZE[vtype]`` bytes, or 2 for a register ``bool``)."""
+    if len(raw) >= 2:
+        if word_order == "little" and len(raw) == 4:
+            raw = raw[2:4] + raw[0:2]
+        if byte_order == "little":
+            raw = bytes(b for i in range(0, len(raw), 2) for b in (raw[i + 1], raw[i]))
+    if vtype == "bool":
+        return int(any(raw))
+    value: int | float = _STRUCTS[vtype].unpack(raw)[0]
+    return value
+
+
+# --- the wire's field types -------------------------------------------------------------
+
+FieldType = tuple[Literal["bool", "int", "float", "str"], frozenset[str]]
+
+
+def field_type(kind: str, name: str) -> FieldType | None:
+    """The wire type of field ``name`` of device ``kind``, or None if there is no such field.
+
+    For enumerated fields the second element holds the allowed strings (empty otherwise).
+    """
+    info = msgspec.inspect.type_info(FIELDS_BY_KIND[kind])
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        if f.name != name:
+            continue
+        t = f.type
+        if isinstance(t, msgspec.inspect.UnionType):
+            t = next(x for x in t.types if not isinstance(x, msgspec.inspect.NoneType))
+        if isinstance(t, msgspec.inspect.BoolType):
+            return "bool", frozenset()
+        if isinstance(t, msgspec.inspect.IntType):
+            return "int", frozenset()
+        if isinstance(t, msgspec.inspect.FloatType):
+            return "float", frozenset()
+        if isinstance(t, msgspec.inspect.LiteralType):
+            return "str", frozenset(str(v) for v in t.values)
+        if isinstance(t, msgspec.inspect.StrType):
+            return "str", frozenset()
+        raise AssertionError(f"unexpected wire type {t!r} for {kind}.{name}")
+    return None
+
+
+# --- samples ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sample:
+    """What one poll or one frame says about a device.
+
+    ``fields`` are reading values; ``active`` maps each condition event the sample covers to
+    whether it is on (with its data when on); ``instants`` are one-off events; ``problems``
+    names values that could not be decoded (counted by the collector, never raised).
+    """
+
+    fields: dict[str, bool | int | float | str] = field(default_factory=dict)
+    active: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    instants: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def set_event(self, event: str, on: bool, data: dict[str, Any] | None = None) -> None:
+        """Mark ``event`` on or off; when several points name one event, any on wins."""
+        if on:
+            self.active[event] = data or {}
+        else:
+            self.active.setdefault(event, None)
+
+
+Decoder = Callable[[bytes, Sample], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """The compiled form of one profile point (see :class:`collectors.profile.Point`).
+
+    ``start`` is the byte position in the buffer; ``bit`` selects a single bit of a coil
+    block (Modbus coils/discrete inputs arrive packed, LSB first).
+    """
+
+    name: str  # for problems: e.g. "address 5" or "byte 7"
+    start: int
+    vtype: ValueType
+    word_order: Order = "big"
+    byte_order: Order = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    size: int = 0  # bytes read; 0 means SIZE[vtype]
+    bit: int | None = None  # packed bit index (coils), instead of a typed value
+    target: Literal["field", "bits", "event", "codes"] = "field"
+    field_name: str = ""
+    field_kind: Literal["bool", "int", "float", "str"] = "float"
+    enum: Mapping[int, str] | None = None
+    enum_default: str | None = None
+    bits: Mapping[int, tuple[Literal["field", "event"], str, bool]] | None = None
+    event: str = ""
+    invert: bool = False
+    codes: Mapping[int, str] | None = None
+
+
+def compile_point(spec: PointSpec) -> Decoder:
+    """Turn one checked point into a decoder (see the module docstring)."""
+    size = spec.size or SIZE[spec.vtype]
+    end = spec.start + size
+    where = spec.name
+
+    def read(buf: bytes, sample: Sample) -> int | float | None:
+        if spec.bit is not None:
+            byte_i, bit_i = divmod(spec.bit, 8)
+            if byte_i >= len(buf):
+                sample.problems.append(f"{where}: buffer too short")
+                return None
+            return (buf[byte_i] >> bit_i) & 1
+        if len(buf) < end:
+            sample.problems.append(f"{where}: needs bytes {spec.start}..{end - 1}, got {len(buf)}")
+            return None
+        value = decode_raw(
+            buf[spec.start : end],
+            spec.vtype,
+            word_order=spec.word_order,
+            byte_order=spec.byte_order,
+        )
+        if isinstance(value, float) and not math.isfinite(value):
+            sample.problems.append(f"{where}: {value} is not a finite number")
+            return None
+        return value
+
+    def scaled(raw: int | float) -> int | float:
+        if spec.scale == 1.0 and spec.offset == 0.0:
+            return raw
+        return raw * spec.scale + spec.offset
+
+    target = spec.target
+    if target == "field":
+        name = spec.field_name
+        kind = spec.field_kind
+        if spec.enum is not None:
+            enum = spec.enum
+            default = spec.enum_default
+
+            def decode_enum(buf: bytes, sample: Sample) -> None:
+                raw = read(buf, sample)
+                if raw is None:
+                    return
+                label = enum.get(int(raw), default)
+                if label is None:
+                    sample.problems.append(f"{where}: {name} value {raw} is not in the enum")
+                else:
+                    sample.fields[name] = label
+
+            return decode_enum
+        if kind == "bool":
+            invert = spec.invert
+
+            def decode_bool(buf: bytes, sample: Sample) -> None:
+                raw = read(buf, sample)
+                if raw is not None:
+                    sample.fields[name] = (raw != 0) != invert
+
+            return decode_bool
+        as_int = kind == "int"
+
+        def decode_number(buf: bytes, sample: Sample) -> None:
+            raw = read(buf, sample)
+            if raw is None:
+                return
+            value = scaled(raw)
+            if as_int:
+                # Load-time checks make scale and offset integral for int fields.
+                sample.fields[name] = round(value)
+            else:
+                sample.fields[name] = float(value)
+
+        return decode_number
+    if target == "bits":
+        assert spec.bits is not None
+        bits = tuple(spec.bits.items())
+
+        def decode_bits(buf: bytes, sample: Sample) -> None:
+            raw = read(buf, sample)
+            if raw is None:
+                return
+            word = int(raw)
+            for bit, (what, name, invert) in bits:
+                on = bool((word >> bit) & 1) != invert
+                if what == "field":
+                    sample.fields[name] = on
+                else:
+                    sample.set_event(name, on)
+
+        return decode_bits
+    if target == "event":
+        event = spec.event
+        invert = spec.invert
+
+        def decode_event(buf: bytes, sample: Sample) -> None:
+            raw = read(buf, sample)
+            if raw is not None:
+                sample.set_event(event, (raw != 0) != invert)
+
+        return decode_event
+    if target == "codes":
+        assert spec.codes is not None
+        codes = spec.codes
+        names = tuple(sorted(set(codes.values())))
+
+        def decode_codes(buf: bytes, sample: Sample) -> None:
+            raw = read(buf, sample)
+            if raw is None:
+                return
+            code = int(raw)
+            current = codes.get(code)
+            if code != 0 and current is None:
+                sample.problems.append(f"{where}: code {code} is not in the profile")
+            for name in names:
+                sample.set_event(name, name == current, {"code": code})
+
+        return decode_codes
+    assert_never(target)

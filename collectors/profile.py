@@ -1,0 +1,500 @@
+"""Device profiles: a sensor model described in YAML, so that a new model is a file, not code.
+
+A profile says how to talk to one maker's model (Modbus RTU registers, a framed serial
+protocol, or JSON over a local MQTT broker) and how its values become the reading fields and
+events of DOMAIN.md. It also records how the device is set up in the field: its reporting
+interval and the thresholds it is configured with. docs/firmware-configs.md is the guide.
+
+Loading converts the YAML into the frozen types below with msgspec, then :func:`_check`
+verifies what types cannot: field and event names of the device kind, value types that fit
+the field (an ``int`` field cannot have scale 0.1), positions inside the frame, one target per
+point. Every problem names the file, the line and the key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Final, Literal, cast
+
+import msgspec
+
+from collectors.checksums import WIDTH, ChecksumName
+from collectors.points import SIZE, FieldType, Order, ValueType, field_type
+from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND, ID_PATTERN, DeviceKind
+from collectors.yamlconf import ConfigError, Problem, load_yaml
+
+__all__ = [
+    "BitTarget",
+    "Frame",
+    "FramedProfile",
+    "Message",
+    "ModbusPoint",
+    "ModbusProfile",
+    "MqttEvent",
+    "MqttField",
+    "MqttProfile",
+    "MqttTopic",
+    "Point",
+    "Profile",
+    "SerialSettings",
+    "load_profile",
+    "load_profiles",
+]
+
+PROFILE_VERSION: Final = 1
+#: Modbus application protocol v1.1b3 §6.3/§6.4: at most 125 registers per read, and
+#: §6.1/§6.2: 2000 coils or discrete inputs.
+MAX_READ_REGISTERS: Final = 125
+MAX_READ_BITS: Final = 2000
+#: A frame longer than this is not a sensor report; the parser caps its buffer with it.
+MAX_FRAME_BYTES: Final = 1024
+
+HexBytes = Annotated[str, msgspec.Meta(pattern=r"^\s*([0-9A-Fa-f]{2}\s*)+$")]
+
+
+class _Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class SerialSettings(_Conf, frozen=True):
+    """Line settings; Modbus over Serial Line §2.5.1 makes 8E1 the default, makers vary."""
+
+    baudrate: int = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+
+    @property
+    def bits_per_char(self) -> int:
+        """Bits on the wire per character: start + data + parity + stop."""
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+
+class BitTarget(_Conf, frozen=True):
+    """What one bit of a status word means: a boolean field or a condition event."""
+
+    field: str | None = None
+    event: str | None = None
+    invert: bool = False
+
+
+class Point(_Conf, frozen=True):
+    """One value and what it becomes. Exactly one of field, bits, event, codes.
+
+    value = raw × scale + offset; ``enum`` maps raw integers to a field's names, ``bits`` maps
+    bit numbers (0 = least significant) of a status word, ``event`` is a condition that is on
+    while the value is non-zero, ``codes`` maps a fault-code value to the event it starts
+    (0 = no fault; a change ends the old event and starts the new one).
+    """
+
+    type: ValueType = "u16"
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    field: str | None = None
+    enum: dict[int, str] | None = None
+    enum_default: str | None = None
+    bits: dict[int, BitTarget] | None = None
+    event: str | None = None
+    invert: bool = False
+    codes: dict[int, str] | None = None
+    description: str = ""
+
+
+class ModbusPoint(Point, frozen=True):
+    """A point at a Modbus address (0-based PDU address: holding register 40001 is 0)."""
+
+    address: int = -1
+    table: Literal["holding", "input", "coil", "discrete"] = "holding"
+
+
+class FramePoint(Point, frozen=True):
+    """A point at a byte position of the unescaped frame (0 = first start byte)."""
+
+    byte: int = -1
+
+
+class _ProfileBase(_Conf, frozen=True):
+    profile: Literal[1]
+    id: str
+    kind: DeviceKind
+    maker: str
+    model: str
+    #: How often the device reports (push) or is polled (Modbus), in seconds.
+    report_interval_s: float
+    #: The thresholds the device itself is configured with (e.g. its own trapped-detection
+    #: delay), by name, in the unit the name says. Recorded so that the edge rules and the
+    #: alert rules can be compared with what the device does.
+    thresholds: dict[str, float] = {}
+    #: A reading whose values did not change is still sent this often, so silence means loss.
+    heartbeat_s: float = 60.0
+    description: str = ""
+
+
+class ModbusProfile(
+    _ProfileBase, frozen=True, kw_only=True, tag="modbus_rtu", tag_field="protocol"
+):
+    """A Modbus RTU device on an RS-485 bus."""
+
+    points: list[ModbusPoint] = []
+    serial: SerialSettings = SerialSettings()
+    timeout_ms: int = 300
+    retries: int = 1
+    #: Consecutive missed polls before the device is reported offline.
+    offline_after: int = 3
+    #: Registers between two points that are still read in one request instead of two.
+    max_gap: int = 8
+
+
+class Frame(_Conf, frozen=True):
+    """The frame format of a serial protocol (see docs/firmware-configs.md for a drawing).
+
+    ``length_at``/``length_size`` locate a length field; the frame's total length is its
+    value + ``length_adjust``. Without a length field, a frame ends at ``end``. ``escape``
+    (with ``escape_xor``) is byte stuffing: on the wire, a special byte X is sent as
+    ``escape, X ^ escape_xor``. Lengths and checksums apply to the unescaped frame. The
+    checksum covers bytes ``checksum_from`` up to the checksum itself, which sits just
+    before ``end`` (or last).
+    """
+
+    start: HexBytes
+    checksum: ChecksumName
+    checksum_from: int = 0
+    checksum_order: Order = "big"
+    length_at: int | None = None
+    length_size: Literal[1, 2] = 1
+    length_order: Order = "big"
+    length_adjust: int = 0
+    end: HexBytes | None = None
+    escape: HexBytes | None = None
+    escape_xor: int = 0x20
+    max_length: int = 256
+    #: Byte position of the device's bus address inside the frame, if the bus is shared.
+    address_at: int | None = None
+
+
+class Message(_Conf, frozen=True):
+    """One kind of frame, told apart by the byte at ``when_byte`` equal to ``when_value``."""
+
+    name: str
+    points: list[FramePoint] = []
+    when_byte: int | None = None
+    when_value: int | None = None
+    #: A one-off event this message reports (e.g. repeated failed credentials), with data
+    #: fields taken from points that name a ``field`` here.
+    instant: str | None = None
+
+
+class FramedProfile(
+    _ProfileBase, frozen=True, kw_only=True, tag="framed_serial", tag_field="protocol"
+):
+    """A device that pushes its own frames over a serial line."""
+
+    frame: Frame
+    messages: list[Message]
+    serial: SerialSettings = SerialSettings(parity="N")
+    #: Seconds without a good frame before the device is reported offline.
+    offline_after_s: float = 30.0
+
+
+class MqttField(_Conf, frozen=True):
+    """A reading field from a JSON path (dots and [index]; e.g. ``result.objects[0].cls``)."""
+
+    path: str
+    enum: dict[str, str] | None = None
+    scale: float = 1.0
+    #: For bool fields: the JSON values meaning true (default: JSON true or non-zero).
+    true: list[str | int | bool] | None = None
+
+
+class MqttEvent(_Conf, frozen=True):
+    """An event from a JSON path: values that start, end, or are a one-off occurrence."""
+
+    event: str
+    path: str
+    start: list[str | int | bool] = []
+    end: list[str | int | bool] = []
+    instant: list[str | int | bool] = []
+    #: Event data: name → JSON path (e.g. the snapshot reference).
+    data: dict[str, str] = {}
+
+
+class MqttTopic(_Conf, frozen=True):
+    """A topic pattern with named levels, e.g. ``aibox/{box}/lane/{zone}``.
+
+    ``address`` says where the device's address comes from: ``topic:NAME`` (a named level)
+    or ``json:PATH``. ``time`` is a JSON path to the device's timestamp (``time_unit`` s or
+    ms); without it the arrival time is used.
+    """
+
+    pattern: str
+    address: str
+    fields: dict[str, MqttField] = {}
+    events: list[MqttEvent] = []
+    time: str | None = None
+    time_unit: Literal["s", "ms"] = "ms"
+
+
+class MqttProfile(_ProfileBase, frozen=True, kw_only=True, tag="mqtt", tag_field="protocol"):
+    """A device (typically a camera-AI box) that publishes JSON to the community's broker."""
+
+    topics: list[MqttTopic]
+    offline_after_s: float = 300.0
+
+
+Profile = ModbusProfile | FramedProfile | MqttProfile
+
+
+def hex_bytes(text: str) -> bytes:
+    """``"AA 55"`` → ``b"\\xaa\\x55"`` (the pattern was checked at load)."""
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def _check_point(
+    kind: str, p: Point, path: str, *, in_data: bool = False
+) -> Iterator[tuple[str, str]]:
+    targets = [n for n in ("field", "bits", "event", "codes") if getattr(p, n) is not None]
+    if len(targets) != 1:
+        yield path, "a point needs exactly one of field, bits, event or codes"
+        return
+    if p.type == "f32" and targets[0] != "field":
+        yield f"{path}.type", "f32 can only feed a field"
+    if p.enum is not None and p.field is None:
+        yield f"{path}.enum", "enum only goes with field"
+    if p.field is not None and not in_data:
+        yield from _check_field(kind, p, path)
+    if p.bits is not None:
+        width = 8 * SIZE[p.type]
+        if p.type in ("f32", "bool"):
+            yield f"{path}.type", "bits need an integer type"
+        for bit, target in p.bits.items():
+            bpath = f"{path}.bits.{bit}"
+            if not 0 <= bit < width:
+                yield bpath, f"bit {bit} is outside a {p.type} value"
+            if (target.field is None) == (target.event is None):
+                yield bpath, "a bit needs exactly one of field or event"
+            elif target.field is not None:
+                ft = field_type(kind, target.field)
+                if ft is None or ft[0] != "bool":
+                    yield f"{bpath}.field", _not_bool(kind, target.field, ft)
+            elif target.event is not None and target.event not in EVENTS_BY_KIND[kind]:
+                yield f"{bpath}.event", _unknown_event(kind, target.event)
+    if p.event is not None and p.event not in EVENTS_BY_KIND[kind]:
+        yield f"{path}.event", _unknown_event(kind, p.event)
+    if p.codes is not None:
+        if 0 in p.codes:
+            yield f"{path}.codes", "code 0 means 'no fault' and cannot name an event"
+        for code, event in p.codes.items():
+            if event not in EVENTS_BY_KIND[kind]:
+                yield f"{path}.codes.{code}", _unknown_event(kind, event)
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
+
+
+def _unknown_event(kind: str, event: str) -> str:
+    near = difflib.get_close_matches(event, EVENTS_BY_KIND[kind], n=1)
+    if near:
+        return f"{event!r} is not {_article(kind)} {kind} event; did you mean {near[0]!r}?"
+    names = ", ".join(sorted(EVENTS_BY_KIND[kind]))
+    return f"{event!r} is not {_article(kind)} {kind} event; use one of: {names}"
+
+
+def _unknown_field(kind: str, name: str) -> str:
+    fields = sorted(FIELDS_BY_KIND[kind].__struct_fields__)
+    near = difflib.get_close_matches(name, fields, n=1)
+    hint = f"did you mean {near[0]!r}?" if near else "use one of: " + ", ".join(fields)
+    return f"{name!r} is not {_article(kind)} {kind} field; {hint}"
+
+
+def _not_bool(kind: str, name: str, ft: FieldType | None) -> str:
+    if ft is None:
+        return _unknown_field(kind, name)
+    return f"{kind} field {name!r} is {ft[0]}, but a bit can only set a bool field"
+
+
+def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
+    assert p.field is not None
+    ft = field_type(kind, p.field)
+    if ft is None:
+        yield f"{path}.field", _unknown_field(kind, p.field)
+        return
+    base, allowed = ft
+    if base == "str" and p.enum is None:
+        yield f"{path}.enum", f"{kind} field {p.field!r} takes names; map values with enum"
+    if p.enum is not None:
+        if base != "str":
+            yield f"{path}.enum", f"{kind} field {p.field!r} is {base}; enum is for named fields"
+        for raw, label in p.enum.items():
+            if allowed and label not in allowed:
+                names = ", ".join(sorted(allowed))
+                yield f"{path}.enum.{raw}", f"{label!r} is not allowed for {p.field}: {names}"
+        if p.enum_default is not None and allowed and p.enum_default not in allowed:
+            yield f"{path}.enum_default", f"{p.enum_default!r} is not allowed for {p.field}"
+    if base == "int" and (p.scale != int(p.scale) or p.offset != int(p.offset)):
+        yield f"{path}.scale", f"{kind} field {p.field!r} is an integer; scale/offset must be too"
+    if base == "int" and p.type == "f32":
+        yield f"{path}.type", f"{kind} field {p.field!r} is an integer; f32 cannot feed it"
+
+
+def _check_common(p: _ProfileBase) -> Iterator[tuple[str, str]]:
+    if not ID_PATTERN.match(p.id):
+        yield "id", f"{p.id!r} is not a slug like 'acme-em100'"
+    if p.report_interval_s <= 0:
+        yield "report_interval_s", "must be > 0 seconds"
+    if p.heartbeat_s < p.report_interval_s:
+        yield "heartbeat_s", "must be at least report_interval_s"
+    for name, value in p.thresholds.items():
+        if value < 0:
+            yield f"thresholds.{name}", "must be >= 0"
+
+
+def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
+    if not p.points:
+        yield "points", "a Modbus profile needs at least one point"
+    if p.timeout_ms < 10 or p.retries < 0 or p.offline_after < 1 or p.max_gap < 0:
+        yield "timeout_ms", "timeout_ms >= 10, retries >= 0, offline_after >= 1, max_gap >= 0"
+    for i, pt in enumerate(p.points):
+        path = f"points[{i}]"
+        if not 0 <= pt.address <= 0xFFFF:
+            yield f"{path}.address", "address (0..65535) is required"
+        bit_table = pt.table in ("coil", "discrete")
+        if bit_table and pt.type != "bool":
+            yield f"{path}.type", f"a {pt.table} is one bit; use type: bool"
+        if not bit_table and pt.type in ("u8", "i8"):
+            yield f"{path}.type", "registers are 16 bits; use u16/i16 (or bits for a byte)"
+        yield from _check_point(p.kind, pt, path)
+
+
+def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
+    f = p.frame
+    start = hex_bytes(f.start)
+    if f.length_at is None and f.end is None:
+        yield "frame", "a frame needs length_at or end to say where it stops"
+    if not 4 <= f.max_length <= MAX_FRAME_BYTES:
+        yield "frame.max_length", f"must be 4..{MAX_FRAME_BYTES}"
+    if f.length_at is not None and f.length_at < len(start):
+        yield "frame.length_at", "the length field cannot overlap the start bytes"
+    if f.escape is not None:
+        if len(hex_bytes(f.escape)) != 1:
+            yield "frame.escape", "the escape is one byte"
+        if f.end is None:
+            yield "frame.escape", "byte stuffing needs an end marker"
+    if not 0 <= f.checksum_from < f.max_length:
+        yield "frame.checksum_from", "must be a position inside the frame"
+    trailer = WIDTH[f.checksum] + (len(hex_bytes(f.end)) if f.end else 0)
+    if not p.messages:
+        yield "messages", "a framed profile needs at least one message"
+    names: set[str] = set()
+    for i, m in enumerate(p.messages):
+        mpath = f"messages[{i}]"
+        if m.name in names:
+            yield f"{mpath}.name", f"message {m.name!r} appears twice"
+        names.add(m.name)
+        if (m.when_byte is None) != (m.when_value is None):
+            yield mpath, "when_byte and when_value go together"
+        if m.instant is not None and m.instant not in EVENTS_BY_KIND[p.kind]:
+            yield f"{mpath}.instant", _unknown_event(p.kind, m.instant)
+        if not m.points and m.instant is None:
+            yield f"{mpath}.points", "a message needs points or an instant event"
+        for j, pt in enumerate(m.points):
+            path = f"{mpath}.points[{j}]"
+            if not len(start) <= pt.byte <= f.max_length - trailer - SIZE[pt.type]:
+                yield f"{path}.byte", "byte (a position after the start bytes) is required"
+            yield from _check_point(p.kind, pt, path, in_data=m.instant is not None)
+    if len(p.messages) > 1 and any(m.when_byte is None for m in p.messages[:-1]):
+        yield "messages", "with several messages, all but the last need when_byte/when_value"
+
+
+def _check_mqtt(p: MqttProfile) -> Iterator[tuple[str, str]]:
+    if not p.topics:
+        yield "topics", "an MQTT profile needs at least one topic"
+    for i, t in enumerate(p.topics):
+        path = f"topics[{i}]"
+        levels = t.pattern.split("/")
+        names = [lv[1:-1] for lv in levels if lv.startswith("{") and lv.endswith("}")]
+        if any(c in t.pattern for c in "+#") or not all(levels):
+            yield f"{path}.pattern", "use {name} for a variable level; no + # or empty levels"
+        source, _, ref = t.address.partition(":")
+        if source not in ("topic", "json") or not ref:
+            yield f"{path}.address", "write topic:NAME (a {NAME} level) or json:PATH"
+        elif source == "topic" and ref not in names:
+            yield f"{path}.address", f"the pattern has no level {{{ref}}}"
+        if not t.fields and not t.events:
+            yield path, "a topic needs fields or events"
+        for name, mf in t.fields.items():
+            ft = field_type(p.kind, name)
+            if ft is None:
+                yield f"{path}.fields.{name}", _unknown_field(p.kind, name)
+                continue
+            if ft[0] == "str" and ft[1]:
+                labels = set(mf.enum.values()) if mf.enum else set()
+                if not labels:
+                    yield f"{path}.fields.{name}.enum", "map the device's names with enum"
+                for label in labels - ft[1]:
+                    yield f"{path}.fields.{name}.enum", f"{label!r} is not allowed for {name}"
+        for j, ev in enumerate(t.events):
+            epath = f"{path}.events[{j}]"
+            if ev.event not in EVENTS_BY_KIND[p.kind]:
+                yield f"{epath}.event", _unknown_event(p.kind, ev.event)
+            if not (ev.start or ev.end or ev.instant):
+                yield epath, "list the values that start, end or are an instant event"
+
+
+def _check(p: Profile) -> Iterator[tuple[str, str]]:
+    yield from _check_common(p)
+    if isinstance(p, ModbusProfile):
+        yield from _check_modbus(p)
+    elif isinstance(p, FramedProfile):
+        yield from _check_framed(p)
+    else:
+        yield from _check_mqtt(p)
+
+
+def load_profile(path: Path) -> Profile:
+    """Load and check one profile; raise ConfigError listing every problem."""
+    # A union of tagged Structs is not a ``type``, but msgspec.convert takes it.
+    return load_yaml(path, cast("type[Profile]", Profile), check=_check)
+
+
+def is_profile_file(path: Path) -> bool:
+    """True if a YAML file declares itself a profile (top-level ``profile:`` key)."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("profile:") for line in head.splitlines())
+
+
+def load_profiles(dirs: list[Path]) -> Mapping[str, Profile]:
+    """Every profile under ``dirs`` (recursively), by id; ConfigError lists every problem."""
+    profiles: dict[str, Profile] = {}
+    where: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError.one(str(d), None, "", "profile directory does not exist")
+        for path in sorted(d.rglob("*.yaml")):
+            if not is_profile_file(path):
+                continue
+            try:
+                prof = load_profile(path)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            if prof.id in profiles:
+                reason = f"profile id {prof.id!r} is also used by {where[prof.id]}"
+                problems.append(Problem(str(path), None, "id", reason))
+                continue
+            profiles[prof.id] = prof
+            where[prof.id] = path
+    if problems:
+        raise ConfigError(problems)
+    return profiles

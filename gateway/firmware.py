@@ -1,0 +1,106 @@
+"""``linli firmware validate PATH…``: check device profiles and site configs before deploying.
+
+Each PATH is a YAML file or a directory searched recursively. A file with a top-level
+``profile:`` key is a device profile; one with ``version:`` and ``gateway:`` is a site config
+(checked with the profiles its ``profile_dirs`` name). Every problem is printed as
+``file:line: key.path: reason`` and the exit status is 2 if there was any, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from collectors.profile import Profile, is_profile_file, load_profile
+from collectors.yamlconf import ConfigError, Problem
+from gateway.site import load_site_with_profiles
+
+__all__ = ["main", "validate"]
+
+
+def _files(paths: Iterable[Path]) -> tuple[list[Path], list[Problem]]:
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*.y*ml") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), None, "", "no such file or directory"))
+    return files, problems
+
+
+def _is_site(path: Path) -> bool:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    keys = {line.split(":", 1)[0] for line in lines if line and not line[0].isspace()}
+    return {"version", "gateway"} <= keys
+
+
+def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem]]:
+    """Check every file; return (one summary line per good file, every problem found)."""
+    files, problems = _files(paths)
+    good: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            if is_profile_file(path):
+                profile: Profile = load_profile(path)
+                if profile.id in seen:
+                    reason = f"profile id {profile.id!r} is also used by {seen[profile.id]}"
+                    problems.append(Problem(str(path), None, "id", reason))
+                    continue
+                seen[profile.id] = path
+                protocol = profile.__struct_config__.tag
+                good.append(f"{path}: profile {profile.id} ({profile.kind}, {protocol})")
+            elif _is_site(path):
+                site, profiles = load_site_with_profiles(path)
+                devices = sum(len(c.devices) for c in site.collectors)
+                good.append(
+                    f"{path}: site {site.community}/{site.gateway} "
+                    f"({len(site.collectors)} collectors, {devices} devices, "
+                    f"{len(profiles)} profiles available)"
+                )
+            elif path.suffix in (".yaml", ".yml"):
+                problems.append(
+                    Problem(
+                        str(path),
+                        None,
+                        "",
+                        "neither a device profile (starts with 'profile: 1') nor a site "
+                        "config (has 'version:' and 'gateway:')",
+                    )
+                )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return good, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``linli firmware``."""
+    p = argparse.ArgumentParser(prog="linli firmware", description="device profiles and sites")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    v = sub.add_parser("validate", help="check profiles and site configs; print every problem")
+    v.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    args = p.parse_args(argv)
+    good, problems = validate(args.paths)
+    for line in good:
+        print(f"OK {line}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 2
+    if not good:
+        print("no YAML files found", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
