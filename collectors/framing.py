@@ -133,13 +133,20 @@ class FrameParser:
             self.counts["overflow_bytes"] += drop
 
     def idle(self) -> None:
-        """The line went quiet: give up an incomplete frame at the head of the buffer."""
-        start = self._buf.find(self.codec.start)
-        if start < 0:
-            return
-        if start > 0:
-            self._drop_garbage(start)
-        if self._buf and self._try_head() is None and self._buf.startswith(self.codec.start):
+        """The line went quiet: every incomplete frame in the buffer is torn; give them up.
+
+        Complete frames (good or bad) stay for :meth:`next_frame`.
+        """
+        while True:
+            start = self._buf.find(self.codec.start)
+            if start < 0:
+                if self._buf:
+                    self._drop_garbage(len(self._buf))
+                return
+            if start > 0:
+                self._drop_garbage(start)
+            if self._try_head() is not None:
+                return
             self.counts["torn"] += 1
             del self._buf[:1]
 
@@ -201,7 +208,10 @@ class FrameParser:
                 return "too_long" if len(frame) >= spec.max_length else None
             if len(frame) > spec.max_length:
                 return "too_long"
-            if len(frame) < codec.min_length or not codec.checksum_ok(frame):
+            if len(frame) < codec.min_length:
+                # Two flags in a row: HDLC-style lines send them between frames.
+                return "short"
+            if not codec.checksum_ok(frame):
                 return "checksum"
             return bytes(frame), used
         # No length field: the frame runs to its end marker. Without escaping, the marker may

@@ -76,9 +76,9 @@ class DeviceTracker:
             elif on is None and was is not None:
                 del self.active[event]
                 items.append(Event(t, self.dev, self.kind, event, "end", was))
-            elif on is not None and was is not None and on != was:
-                # Same condition, new detail (e.g. another fault code of one event): end the
-                # old occurrence and start the new one so each keeps its own data.
+            elif on is not None and was is not None and on.get("code") != was.get("code"):
+                # Same event, another fault code: end the old occurrence and start the new
+                # one so each keeps its own code. Other data (a snapshot) is only detail.
                 self.active[event] = on
                 items.append(Event(t, self.dev, self.kind, event, "end", was))
                 items.append(Event(t, self.dev, self.kind, event, "start", on))

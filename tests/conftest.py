@@ -150,3 +150,32 @@ def server(tmp_path: Path, mosquitto: Broker) -> Iterator[ServerProc]:
     srv = start_server(tmp_path, settings, port)
     yield srv
     assert stop(srv.proc) == 0, srv.log.read_text()[-3000:]
+
+
+@dataclass
+class PtyPair:
+    """Two serial ports joined back to back by Debian's ``socat`` (a null-modem cable)."""
+
+    host: str  # the gateway's end
+    device: str  # the sensor's end
+    proc: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
+    """A real pty pair; Linux ptys accept 8N1 line settings only (no parity)."""
+    exe = shutil.which("socat")
+    assert exe, "socat is missing: run 'make system-deps'"
+    host, device = tmp_path / "tty-host", tmp_path / "tty-device"
+    proc = subprocess.Popen(
+        [exe, f"pty,raw,echo=0,link={host}", f"pty,raw,echo=0,link={device}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not (host.exists() and device.exists()):
+        assert time.monotonic() < deadline, "socat did not create the pty pair"
+        time.sleep(0.01)
+    yield PtyPair(str(host), str(device), proc)
+    proc.terminate()
+    proc.wait(timeout=10)

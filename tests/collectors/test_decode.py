@@ -1,0 +1,271 @@
+"""Profiles compiled into decoders: exact values, and any input gives valid wire items."""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors.decode import FrameDecoder, ModbusPlan, ModbusRead, MqttDecoder, pack_bits
+from collectors.framing import FrameCodec
+from collectors.local_mqtt import MqttDevice, MqttSession
+from collectors.points import Sample
+from collectors.tracker import DeviceTracker
+from collectors.wire import Envelope, Event, Item, Reading, decode_envelope, encode_envelope
+from tests.collectors.profiles import (
+    CAMERA_EBIKE,
+    CAMERA_LANE,
+    ELEVATOR,
+    GATE,
+    LANE,
+    gate_status,
+    lane_status,
+)
+
+T0 = 1_795_300_000_000
+
+
+def elevator_registers(**over: int) -> list[int]:
+    regs = [0] * 11
+    for name, value in over.items():
+        regs[int(name[1:])] = value
+    return regs
+
+
+def assert_wire_valid(items: list[Item]) -> None:
+    """Every item a decoder produces passes the server's own contract check."""
+    if items:
+        payload = encode_envelope(Envelope("gw-1", "c-1", 0, T0, items))
+        assert decode_envelope(payload).items == items
+
+
+def test_elevator_plan_is_one_read_of_eleven_registers() -> None:
+    assert ModbusPlan(ELEVATOR).reads == [ModbusRead("holding", 0, 11)]
+
+
+def test_elevator_registers_decode_to_fields_and_events() -> None:
+    plan = ModbusPlan(ELEVATOR)
+    regs = elevator_registers(
+        r0=0b0001011,
+        r1=0xFFFE,
+        r2=2,
+        r3=2,
+        r4=1,
+        r5=4,
+        r6=1,
+        r8=70000 & 0xFFFF,
+        r7=70000 >> 16,
+        r9=0,
+        r10=12345,
+    )
+    sample = plan.decode([ModbusPlan.registers_to_bytes(regs)])
+    assert sample.fields == {
+        "running": True,
+        "door_zone": True,
+        "occupied": False,
+        "floor": -2,
+        "direction": "down",
+        "door": "open",
+        "service_mode": "normal",
+        "power": "battery",
+        "trips": 70000,
+        "run_hours": 1234.5,
+    }
+    assert sample.active["trapped"] == {}
+    assert sample.active["alarm_button"] is None
+    assert sample.active["stopped_outside_door_zone"] == {"code": 4}
+    assert sample.active["door_close_fault"] is None
+    assert sample.problems == []
+
+
+def test_unknown_enum_and_fault_code_are_problems_not_exceptions() -> None:
+    plan = ModbusPlan(ELEVATOR)
+    sample = plan.decode([ModbusPlan.registers_to_bytes(elevator_registers(r2=9, r4=42, r5=77))])
+    assert "direction" not in sample.fields
+    assert sample.fields["service_mode"] == "unknown"  # the profile's enum_default
+    assert any("code 77" in p for p in sample.problems)
+    assert any("direction value 9" in p for p in sample.problems)
+
+
+def test_tracker_reports_changes_edges_heartbeats_and_offline() -> None:
+    plan = ModbusPlan(ELEVATOR)
+    tracker = DeviceTracker("el-1", "elevator", heartbeat_ms=60_000, offline_after=3)
+
+    def poll(t: int, **regs: int) -> list[Item]:
+        sample = plan.decode([ModbusPlan.registers_to_bytes(elevator_registers(**regs))])
+        return tracker.sample(t, sample)
+
+    first = poll(T0, r0=0b1000, r4=1)
+    assert [type(i).__name__ for i in first] == ["Reading", "Event"]
+    assert first[1] == Event(T0, "el-1", "elevator", "trapped", "start", {})
+    assert poll(T0 + 1000, r0=0b1000, r4=1) == []  # nothing changed
+    assert [i.event for i in poll(T0 + 2000, r0=0, r4=1) if isinstance(i, Event)] == ["trapped"]
+    assert tracker.miss(T0 + 3000) == []
+    assert tracker.miss(T0 + 4000) == []
+    [offline] = tracker.miss(T0 + 5000)
+    assert (offline.event, offline.state) == ("terminal_offline", "start")  # type: ignore[union-attr]
+    assert tracker.miss(T0 + 6000) == []  # reported once
+    back = poll(T0 + 7000, r0=0, r4=1)
+    assert back == [Event(T0 + 7000, "el-1", "elevator", "terminal_offline", "end", {})]
+    [beat] = poll(T0 + 7000 + 60_000, r0=0, r4=1)
+    assert isinstance(beat, Reading)  # the heartbeat: unchanged values, sent anyway
+
+
+def test_fault_code_change_ends_one_event_and_starts_the_next() -> None:
+    plan = ModbusPlan(ELEVATOR)
+    tracker = DeviceTracker("el-1", "elevator", heartbeat_ms=60_000)
+    regs = ModbusPlan.registers_to_bytes
+    tracker.sample(T0, plan.decode([regs(elevator_registers(r5=2))]))
+    items = tracker.sample(T0 + 1, plan.decode([regs(elevator_registers(r5=3))]))
+    events = [(i.event, i.state, i.data) for i in items if isinstance(i, Event)]
+    assert events == [
+        ("door_close_fault", "end", {"code": 2}),
+        ("door_open_fault", "start", {"code": 3}),
+    ]
+
+
+def test_pack_bits_is_lsb_first() -> None:
+    assert pack_bits([True, False, False, False, False, False, False, False, True]) == b"\x01\x01"
+
+
+@settings(max_examples=300)
+@given(st.lists(st.integers(0, 0xFFFF), min_size=0, max_size=14))
+def test_any_registers_give_valid_items(regs: list[int]) -> None:
+    plan = ModbusPlan(ELEVATOR)
+    tracker = DeviceTracker("el-1", "elevator", heartbeat_ms=1)
+    sample = plan.decode([struct.pack(f">{len(regs)}H", *regs)])
+    assert_wire_valid(tracker.sample(T0, sample))
+
+
+def test_lane_frame_decodes() -> None:
+    codec = FrameCodec(LANE.frame)
+    wire = codec.encode(lane_status(3, 1, 312, 1, fault=1))
+    decoded = FrameDecoder(LANE).decode(wire)
+    assert decoded is not None
+    address, message, sample = decoded
+    assert (address, message) == (3, "status")
+    assert sample.fields == {"occupied": True, "dwell_s": 312.0, "object": "vehicle"}
+    assert sample.active == {"sensor_fault": {}}
+
+
+def test_gate_frames_decode_including_an_instant_event() -> None:
+    codec = FrameCodec(GATE.frame)
+    decoder = FrameDecoder(GATE)
+    status = decoder.decode(bytes(_unescape(codec, gate_status(2, 0b00101, 0, 123456))))
+    assert status is not None
+    assert status[0] == 2
+    assert status[2].fields == {"open": True, "locked": False, "mode": "normal", "passages": 123456}
+    assert status[2].active["forced_open"] == {}
+    attempts = decoder.decode(_unescape(codec, bytes([0x7E, 2, 0x21, 6])))
+    assert attempts is not None
+    assert attempts[2].instants == [("invalid_attempts", {"count": 6})]
+
+
+def _unescape(codec: FrameCodec, head: bytes) -> bytes:
+    from collectors.framing import FrameParser  # noqa: PLC0415
+
+    parser = FrameParser(codec.spec)
+    parser.feed(codec.encode(head))
+    frame = parser.next_frame()
+    assert frame is not None
+    return frame.data
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=80))
+def test_any_frame_bytes_give_valid_items(frame: bytes) -> None:
+    for profile in (LANE, GATE):
+        decoded = FrameDecoder(profile).decode(frame)
+        if decoded is not None:
+            tracker = DeviceTracker("d-1", profile.kind, heartbeat_ms=1)
+            assert_wire_valid(tracker.sample(T0, decoded[2]))
+
+
+def test_camera_lane_message() -> None:
+    payload = msgspec.json.encode(
+        {
+            "ts": T0,
+            "zone": "B",
+            "occupied": True,
+            "dwell": 312,
+            "cls": "car",
+            "plate": "浙A12345",
+            "snapshot": "snap/b.jpg",
+        }
+    )
+    message = MqttDecoder(CAMERA_LANE).decode("aibox/box-01/firelane", payload)
+    assert not isinstance(message, str)
+    assert message is not None
+    assert (message.address, message.t) == ("B", T0)
+    assert message.sample.fields == {
+        "occupied": True,
+        "dwell_s": 312.0,
+        "object": "vehicle",
+        "evidence": "snap/b.jpg",
+    }
+
+
+def test_ebike_session_start_end_with_snapshot() -> None:
+    session = MqttSession([MqttDevice("el-2-1", CAMERA_EBIKE, "cam-3")], started_t=T0)
+    topic = "aibox/box-02/elevator/cam-3/ebike"
+
+    def say(state: str, ts: int) -> list[Item]:
+        body = {"ts": ts, "state": state, "confidence": 0.91, "snapshot": f"s/{ts}.jpg"}
+        return session.handle(T0, topic, msgspec.json.encode(body))
+
+    [start] = say("enter", 1_795_300_000)
+    assert start == Event(
+        1_795_300_000_000,
+        "el-2-1",
+        "elevator",
+        "ebike_detected",
+        "start",
+        {"snapshot": "s/1795300000.jpg", "confidence": 0.91},
+    )
+    assert say("enter", 1_795_300_001) == []  # the same detection, repeated
+    [end] = say("leave", 1_795_300_030)
+    assert (end.event, end.state) == ("ebike_detected", "end")  # type: ignore[union-attr]
+    assert session.handle(T0, "aibox/box-02/elevator/cam-9/ebike", b"{}") == []
+    assert session.handle(T0, topic, b"not json") == []
+    assert session.counts["refused"] == 1
+
+
+@settings(max_examples=300)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+        ),
+        max_leaves=20,
+    ),
+    st.dictionaries(
+        st.sampled_from(["ts", "zone", "occupied", "dwell", "cls", "snapshot", "state"]),
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    ),
+    st.binary(max_size=64),
+)
+def test_any_json_or_bytes_give_valid_items(
+    doc: object, shaped: dict[str, object], raw: bytes
+) -> None:
+    devices = [
+        MqttDevice("fl-2", CAMERA_LANE, "B"),
+        MqttDevice("el-2-1", CAMERA_EBIKE, "cam-3"),
+    ]
+    session = MqttSession(devices, started_t=T0)
+    shaped = {**shaped, "zone": "B"}
+    for topic in ("aibox/x/firelane", "aibox/x/elevator/cam-3/ebike"):
+        for payload in (msgspec.json.encode(doc), msgspec.json.encode(shaped), raw):
+            items = session.handle(T0, topic, payload)
+            # Items carry the device time when the message has a usable one; the contract
+            # refuses times outside 2000..2100, which a camera's clock may well produce.
+            assert_wire_valid([i for i in items if 946_684_800_000 <= i.t < 4_102_444_800_000])
+
+
+def test_sample_any_on_wins() -> None:
+    s = Sample()
+    s.set_event("trapped", True)
+    s.set_event("trapped", False)
+    assert s.active == {"trapped": {}}

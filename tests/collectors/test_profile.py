@@ -1,0 +1,115 @@
+"""Profiles: the shipped ones load; broken ones fail with file, line, key and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collectors.profile import load_profile, load_profiles
+from collectors.yamlconf import ConfigError
+from tests.collectors.profiles import FIRMWARE
+from tests.conftest import run_linli
+
+
+def test_every_shipped_profile_loads() -> None:
+    profiles = load_profiles([FIRMWARE])
+    assert sorted(profiles) == ["aibox-ebike", "aibox-lane", "hx-em100", "jt-gc4", "lk-fl200"]
+    # Each records how often it reports and the thresholds it is set to.
+    assert all(p.report_interval_s > 0 and p.thresholds for p in profiles.values())
+
+
+def broken(tmp_path: Path, source: str, old: str, new: str) -> list[str]:
+    text = (FIRMWARE / source).read_text()
+    assert old in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_unknown_field_and_event_suggest_the_right_name(tmp_path: Path) -> None:
+    problems = broken(
+        tmp_path, "elevator/hx-em100.yaml", "3: {event: trapped}", "3: {event: traped}"
+    )
+    assert problems == [
+        f"{tmp_path / 'p.yaml'}:31: points[0].bits.3.event: "
+        "'traped' is not an elevator event; did you mean 'trapped'?"
+    ]
+
+
+def test_enum_value_outside_the_field(tmp_path: Path) -> None:
+    [problem] = broken(tmp_path, "gate/jt-gc4.yaml", "2: locked_down", "2: lockdown")
+    assert "messages[0].points[1].enum.2: 'lockdown' is not allowed for mode" in problem
+
+
+def test_integer_field_with_fractional_scale(tmp_path: Path) -> None:
+    [problem] = broken(
+        tmp_path,
+        "elevator/hx-em100.yaml",
+        "scale: 0.1, field: run_hours",
+        "scale: 0.1, field: trips",
+    )
+    assert problem.endswith(
+        "points[8].scale: elevator field 'trips' is an integer; scale/offset must be too"
+    )
+
+
+def test_type_errors_name_the_line(tmp_path: Path) -> None:
+    [problem] = broken(tmp_path, "elevator/hx-em100.yaml", "timeout_ms: 200", "timeout_ms: fast")
+    assert problem.endswith(":16: timeout_ms: Expected `int`, got `str`")
+
+
+def test_frame_without_an_end_or_length(tmp_path: Path) -> None:
+    problems = broken(tmp_path, "fire_lane/lk-fl200.yaml", "  length_at: 2\n", "")
+    assert any("frame: a frame needs length_at or end" in p for p in problems)
+
+
+def test_mqtt_topic_level_that_does_not_exist(tmp_path: Path) -> None:
+    [problem] = broken(
+        tmp_path, "elevator/aibox-ebike.yaml", "address: topic:cam", "address: topic:camera"
+    )
+    assert problem.endswith("topics[0].address: the pattern has no level {camera}")
+
+
+def test_unknown_protocol(tmp_path: Path) -> None:
+    [problem] = broken(
+        tmp_path, "fire_lane/lk-fl200.yaml", "protocol: framed_serial", "protocol: can"
+    )
+    assert "Invalid value 'can'" in problem
+
+
+def test_cli_validate_ok_and_broken(tmp_path: Path) -> None:
+    done = run_linli("firmware", "validate", str(FIRMWARE))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("OK ") == 6  # five profiles and the example site
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    text = (FIRMWARE / "elevator" / "hx-em100.yaml").read_text()
+    (bad / "a.yaml").write_text(text.replace("field: floor}", "field: flor}"))
+    (bad / "b.yaml").write_text("just: text\n")
+    (bad / "c.yaml").write_text(text.replace("id: hx-em100", "id: Bad Id"))
+    done = run_linli("firmware", "validate", str(bad), str(tmp_path / "missing"))
+    assert done.returncode == 2
+    assert (
+        "a.yaml:35: points[1].field: 'flor' is not an elevator field; did you mean 'floor'?"
+        in done.stderr
+    )
+    assert "b.yaml: neither a device profile" in done.stderr
+    assert "c.yaml:6: id: 'Bad Id' is not a slug" in done.stderr
+    assert "missing: no such file or directory" in done.stderr
+    assert "4 problem(s) found" in done.stderr
+
+
+def test_cli_validate_site_with_a_missing_profile(tmp_path: Path) -> None:
+    site = (FIRMWARE / "sites" / "example.yaml").read_text()
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        site.replace("profile_dirs: [..]", f"profile_dirs: [{FIRMWARE}]").replace(
+            "profile: jt-gc4", "profile: jt-gc5"
+        )
+    )
+    done = run_linli("firmware", "validate", str(path))
+    assert done.returncode == 2
+    assert "collectors[2].profile: no profile 'jt-gc5' in" in done.stderr
