@@ -65,10 +65,11 @@ def _start_mosquitto(tmp: Path, port: int) -> subprocess.Popen[bytes]:
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A fresh mosquitto for one test."""
     port = free_port()
-    proc = _start_mosquitto(tmp_path, port)
-    yield Broker(port, proc)
-    proc.terminate()
-    proc.wait(timeout=10)
+    broker = Broker(port, _start_mosquitto(tmp_path, port))
+    yield broker
+    # A test may have restarted it: end whichever process is the broker now.
+    broker.proc.terminate()
+    broker.proc.wait(timeout=10)
 
 
 def linli(*args: str) -> list[str]:
