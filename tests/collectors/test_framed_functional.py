@@ -129,16 +129,16 @@ async def test_lane_sensors_through_garbage_torn_frames_bad_checksums_and_silenc
 
     # Both sensors fall silent past offline_after_s (0.6 s): each is reported once, then
     # fl-1 comes back.
-    lanes.now = T2 = T + 600
+    lanes.now = t2 = T + 600
     silent = await lanes.next_items(2)
     no_response = {"reason": "no_response"}
     assert sorted(silent, key=lambda i: i.dev) == [
-        Event(T2, "fl-1", "fire_lane", "sensor_fault", "start", no_response),
-        Event(T2, "fl-2", "fire_lane", "sensor_fault", "start", no_response),
+        Event(t2, "fl-1", "fire_lane", "sensor_fault", "start", no_response),
+        Event(t2, "fl-2", "fire_lane", "sensor_fault", "start", no_response),
     ]
     lanes.send(enc(lane_status(1, 1, 12, 1)))
     assert await lanes.next_items(1) == [
-        Event(T2, "fl-1", "fire_lane", "sensor_fault", "end", no_response)
+        Event(t2, "fl-1", "fire_lane", "sensor_fault", "end", no_response)
     ]
 
 
