@@ -162,12 +162,11 @@ class PtyPair:
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
-    """A real pty pair; Linux ptys accept 8N1 line settings only (no parity)."""
+def start_pty_pair(tmp: Path, name: str = "tty") -> PtyPair:
+    """Start socat joining two new ptys; Linux ptys accept 8N1 line settings only."""
     exe = shutil.which("socat")
     assert exe, "socat is missing: run 'make system-deps'"
-    host, device = tmp_path / "tty-host", tmp_path / "tty-device"
+    host, device = tmp / f"{name}-host", tmp / f"{name}-device"
     proc = subprocess.Popen(
         [exe, f"pty,raw,echo=0,link={host}", f"pty,raw,echo=0,link={device}"],
         stdout=subprocess.DEVNULL,
@@ -177,6 +176,13 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
     while not (host.exists() and device.exists()):
         assert time.monotonic() < deadline, "socat did not create the pty pair"
         time.sleep(0.01)
-    yield PtyPair(str(host), str(device), proc)
-    proc.terminate()
-    proc.wait(timeout=10)
+    return PtyPair(str(host), str(device), proc)
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
+    """A real pty pair (a null-modem cable) for one test."""
+    pair = start_pty_pair(tmp_path)
+    yield pair
+    pair.proc.terminate()
+    pair.proc.wait(timeout=10)

@@ -1,0 +1,88 @@
+"""Site configs that use device profiles: references and bus rules are checked at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collectors.yamlconf import ConfigError
+from gateway.site import load_site_with_profiles
+from tests.collectors.profiles import FIRMWARE
+
+EXAMPLE = (FIRMWARE / "sites" / "example.yaml").read_text()
+
+
+def site(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    text = EXAMPLE.replace("profile_dirs: [..]", f"profile_dirs: [{FIRMWARE}]")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_site_with_profiles(path)
+    return [f"{p.line}: {p.path}: {p.reason}" for p in info.value.problems]
+
+
+def test_example_loads_with_its_profiles(tmp_path: Path) -> None:
+    config, profiles = load_site_with_profiles(site(tmp_path))
+    assert [c.name for c in config.collectors] == [
+        "rs485-elevators",
+        "rs485-lanes",
+        "rs485-gates",
+        "aibox",
+    ]
+    assert set(profiles) == {"hx-em100", "lk-fl200", "jt-gc4", "aibox-lane", "aibox-ebike"}
+    assert config.profile_dirs == [str(FIRMWARE)]
+
+
+def test_relative_profile_dirs_are_resolved_against_the_site_file() -> None:
+    config, profiles = load_site_with_profiles(FIRMWARE / "sites" / "example.yaml")
+    assert config.profile_dirs == [str(FIRMWARE)]
+    assert len(profiles) == 5
+
+
+def test_bus_rules_and_references(tmp_path: Path) -> None:
+    path = site(
+        tmp_path,
+        ("{id: el-3-1, unit: 2, profile: hx-em100}", "{id: el-3-1, unit: 1, profile: lk-fl200}"),
+        ("{id: el-1-1, unit: 1, profile: hx-em100}", "{id: el-1-1, unit: 1, profile: hx-em101}"),
+        (
+            "{id: gt-north, address: 1}",
+            "{id: gt-north, address: 1}\n      - {id: gt-south, address: 1}",
+        ),
+        (
+            "{id: fl-2, profile: aibox-lane, address: B}",
+            "{id: fl-2, profile: hx-em100, address: B}",
+        ),
+    )
+    assert problems(path) == [
+        "15: collectors[0].devices[0].profile: no profile 'hx-em101' in " + str(FIRMWARE),
+        "16: collectors[0].devices[1].profile: profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
+        "16: collectors[0].devices[1].unit: unit 1 is used twice on this bus",
+        "27: collectors[2].devices: two devices share an address",
+        "34: collectors[3].devices[0].profile: profile 'hx-em100' speaks modbus_rtu, not mqtt",
+    ]
+
+
+def test_unit_id_range_and_bad_local_url(tmp_path: Path) -> None:
+    path = site(
+        tmp_path,
+        ("unit: 2,", "unit: 248,"),
+        ("url: mqtt://127.0.0.1:1883", "url: http://127.0.0.1"),
+    )
+    assert problems(path) == [
+        "16: collectors[0].devices[1].unit: a unit id is 1..247",
+        "31: collectors[3].url: MQTT URL 'http://127.0.0.1' must start with mqtt://",
+    ]
+
+
+def test_missing_profile_dir(tmp_path: Path) -> None:
+    path = site(tmp_path, (f"profile_dirs: [{FIRMWARE}]", "profile_dirs: [nowhere]"))
+    [problem] = problems(path)
+    assert problem.endswith("profile directory does not exist")
