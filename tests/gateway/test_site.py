@@ -63,7 +63,8 @@ def test_bus_rules_and_references(tmp_path: Path) -> None:
     )
     assert problems(path) == [
         "15: collectors[0].devices[0].profile: no profile 'hx-em101' in " + str(FIRMWARE),
-        "16: collectors[0].devices[1].profile: profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
+        "16: collectors[0].devices[1].profile: "
+        "profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
         "16: collectors[0].devices[1].unit: unit 1 is used twice on this bus",
         "27: collectors[2].devices: two devices share an address",
         "34: collectors[3].devices[0].profile: profile 'hx-em100' speaks modbus_rtu, not mqtt",
