@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests run for real: broker, InfluxDB 1.x, serial pty pairs, browser.
 SYSTEM_TOOLS := mosquitto:mosquitto influxd:influxdb socat:socat chromium:chromium
 
-.PHONY: demo test lint typecheck unit system-deps clean
+.PHONY: demo test lint typecheck unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Linli needs Python 3.11 or newer")'
@@ -42,6 +42,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest
+
+# Speed and memory figures for docs/benchmarks.md (not part of the tests).
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/parsers.py
+	$(BIN)/python bench/modbus_cycle.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
