@@ -167,6 +167,8 @@ def start_pty_pair(tmp: Path, name: str = "tty") -> PtyPair:
     exe = shutil.which("socat")
     assert exe, "socat is missing: run 'make system-deps'"
     host, device = tmp / f"{name}-host", tmp / f"{name}-device"
+    for link in (host, device):  # left by an earlier pair of the same name
+        link.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [exe, f"pty,raw,echo=0,link={host}", f"pty,raw,echo=0,link={device}"],
         stdout=subprocess.DEVNULL,

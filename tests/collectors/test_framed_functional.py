@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -16,7 +17,7 @@ from collectors.framing import FrameCodec
 from collectors.profile import FramedProfile
 from collectors.wire import Event, Item, Reading
 from tests.collectors.profiles import GATE, LANE, gate_status, lane_status
-from tests.conftest import PtyPair
+from tests.conftest import PtyPair, start_pty_pair
 
 pytestmark = pytest.mark.functional
 
@@ -171,3 +172,40 @@ async def test_gate_controller_with_byte_stuffing_and_crc16(gates: Line) -> None
         Event(T, "gt-north", "gate", "invalid_attempts", "instant", {"count": 6})
     ]
     assert gates.collector.session.counts["unknown_address"] == 1
+
+
+async def test_line_lost_and_back(tmp_path: Path) -> None:
+    """The line disappears (socat ends, as when a USB adapter is pulled) and comes back on
+    the same path: the collector reopens it and reads the next frame."""
+    pair = start_pty_pair(tmp_path, "usb")
+    line = Line(pair, LANE, [FramedDevice("fl-1", 1)])
+    task = asyncio.create_task(line.collector.run(line.emit))
+    try:
+        await asyncio.sleep(0.2)
+        line.send(line.codec.encode(lane_status(1, 1, 10, 1)))
+        assert await line.next_items(1) == [
+            reading("fl-1", occupied=True, dwell_s=10.0, object="vehicle")
+        ]
+        line.sensor.close()
+        pair.proc.terminate()
+        pair.proc.wait(timeout=10)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if line.collector.counts["port_errors"]:
+                break
+        pair = start_pty_pair(tmp_path, "usb")
+        line.sensor = serial.Serial(pair.device, baudrate=9600, timeout=1)
+        # The collector retries every 2 s; the sensor keeps reporting until it is heard.
+        for _ in range(60):
+            line.send(line.codec.encode(lane_status(1, 0, 0, 0)))
+            await asyncio.sleep(0.1)
+            if len(line.items) > 1:
+                break
+        assert line.items[1] == reading("fl-1", occupied=False, dwell_s=0.0, object="unknown")
+        assert line.collector.counts["port_errors"] >= 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        line.sensor.close()
+        pair.proc.terminate()
+        pair.proc.wait(timeout=10)

@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -24,7 +25,7 @@ from collectors.modbus import ModbusBus, ModbusCollector, ModbusDevice
 from collectors.profile import SerialSettings
 from collectors.wire import Event, Item, Reading
 from tests.collectors.profiles import ELEVATOR
-from tests.conftest import PtyPair
+from tests.conftest import PtyPair, start_pty_pair
 
 pytestmark = pytest.mark.functional
 
@@ -223,3 +224,65 @@ async def test_run_polls_every_device_and_reports_the_absent_one(
     assert counts["el-2"]["samples"] >= 5
     assert counts["el-3"]["misses"] >= 3
     assert "samples" not in counts["el-3"]
+
+
+async def test_port_lost_and_back(tmp_path: Path) -> None:
+    """The serial line disappears (USB adapter pulled: socat ends) and comes back on the
+    same path: the device goes offline once, and online again when the port reopens."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    regs = elevator_regs(floor=4)
+
+    async def action(*args: object) -> None:
+        current = args[4]
+        assert isinstance(current, list)
+        current[:] = regs[: len(current)]
+
+    async def start_line() -> tuple[PtyPair, ModbusSerialServer]:
+        pair = start_pty_pair(tmp_path, "usb")
+        server = ModbusSerialServer(
+            [
+                SimDevice(
+                    id=1,
+                    simdata=[SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+                    action=action,
+                )
+            ],
+            port=pair.device,
+            baudrate=9600,
+        )
+        await server.serve_forever(background=True)
+        return pair, server
+
+    pair, server = await start_line()
+    collector = ModbusCollector("bus-1", pair.host, LINE, [ModbusDevice("el-1", 1, FAST)])
+    items: list[Item] = []
+
+    async def emit(item: Item) -> None:
+        items.append(item)
+
+    task = asyncio.create_task(collector.run(emit))
+    try:
+        await asyncio.sleep(0.5)
+        await server.shutdown()
+        pair.proc.terminate()
+        pair.proc.wait(timeout=10)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if any(isinstance(i, Event) for i in items):
+                break
+        pair, server = await start_line()
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if sum(isinstance(i, Event) for i in items) == 2:
+                break
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await server.shutdown()
+        pair.proc.terminate()
+        pair.proc.wait(timeout=10)
+    events = [(i.event, i.state) for i in items if isinstance(i, Event)]
+    assert events == [("terminal_offline", "start"), ("terminal_offline", "end")]
+    assert collector.counts["port_errors"] >= 1
+    assert isinstance(items[0], Reading)
+    assert items[0].fields["floor"] == 4
