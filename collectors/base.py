@@ -8,12 +8,13 @@ runs until cancelled and must leave its source closed when it returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from collectors.wire import Item
 
-__all__ = ["Collector", "Emit"]
+__all__ = ["Collector", "Emit", "wall_ms"]
 
 Emit = Callable[[Item], Awaitable[None]]
 
@@ -26,3 +27,9 @@ class Collector(Protocol):
     async def run(self, emit: Emit) -> None:
         """Collect until cancelled, handing every item to ``emit``."""
         ...
+
+
+def wall_ms() -> int:
+    """Wall-clock time in epoch milliseconds: the default clock of every collector (tests
+    pass their own, so that timestamps are exact)."""
+    return time.time_ns() // 1_000_000

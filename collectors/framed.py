@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from collectors.base import Emit
+from collectors.base import Emit, wall_ms
 from collectors.decode import FrameDecoder
 from collectors.errors import PortError
 from collectors.framing import FrameParser
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 _IDLE_CHARS: Final = 8
 _MIN_IDLE_S: Final = 0.02
 _REOPEN_S: Final = 2.0
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +111,7 @@ class FramedCollector:
         profile: FramedProfile,
         devices: Sequence[FramedDevice],
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.name = name
         self.port = port

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Final
 
 import aiomqtt
 
-from collectors.base import Emit
+from collectors.base import Emit, wall_ms
 from collectors.decode import MqttDecoder
 from collectors.mqtturl import parse_mqtt_url
 from collectors.profile import MqttProfile
@@ -34,10 +33,6 @@ log = logging.getLogger(__name__)
 MAX_LOCAL_PAYLOAD: Final = 64 * 1024
 _BACKOFF_MAX_S: Final = 30.0
 _SILENCE_CHECK_S: Final = 5.0
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +113,7 @@ class LocalMqttCollector:
         devices: Sequence[MqttDevice],
         *,
         client_id: str,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = wall_ms,
         backoff: bool = True,
     ) -> None:
         self.name = name

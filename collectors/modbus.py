@@ -24,7 +24,7 @@ from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.pdu import ModbusPDU
 
-from collectors.base import Emit
+from collectors.base import Emit, wall_ms
 from collectors.checksums import compute
 from collectors.decode import ModbusPlan, ModbusRead, pack_bits
 from collectors.errors import PortError
@@ -61,10 +61,6 @@ class ReadResult:
     outcome: Outcome
     data: bytes = b""
     exception_code: int = 0
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ModbusBus:
@@ -203,7 +199,7 @@ class ModbusCollector:
         serial: SerialSettings,
         devices: Sequence[ModbusDevice],
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = wall_ms,
     ) -> None:
         self.name = name
         self.port = port

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 
-from collectors.base import Emit
+from collectors.base import Emit, wall_ms
 from collectors.simulators import TICK_MS, DeviceSimulator
 
 __all__ = ["SimulatorCollector"]
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class SimulatorCollector:
@@ -27,7 +22,7 @@ class SimulatorCollector:
         name: str,
         devices: Sequence[DeviceSimulator],
         *,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Callable[[], int] = wall_ms,
         tick_s: float = TICK_MS / 1000,
     ) -> None:
         self.name = name
