@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 _IDLE_CHARS: Final = 8
 _MIN_IDLE_S: Final = 0.02
 _REOPEN_S: Final = 2.0
+#: The reopen delay doubles while the port keeps failing, up to this: an adapter that
+#: was pulled out must not flood the log.
+_REOPEN_MAX_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +127,19 @@ class FramedCollector:
 
     async def run(self, emit: Emit) -> None:
         """Read until cancelled; reopen the port if it fails."""
+        reopen_s = _REOPEN_S
         while True:
             try:
                 async with SerialPort(self.port, self.serial) as port:
+                    reopen_s = _REOPEN_S  # opened: the next failure starts over
                     await self._read_forever(port, emit)
             except PortError as exc:
-                log.warning("%s: %s; retrying in %.0f s", self.name, exc, _REOPEN_S)
+                log.warning("%s: %s; retrying in %.0f s", self.name, exc, reopen_s)
                 self.counts["port_errors"] += 1
                 for item in self.session.idle(self._clock()):
                     await emit(item)
-                await asyncio.sleep(_REOPEN_S)
+                await asyncio.sleep(reopen_s)
+                reopen_s = min(reopen_s * 2, _REOPEN_MAX_S)
 
     async def _read_forever(self, port: SerialPort, emit: Emit) -> None:
         # The silence check runs at least this often even when the line is busy.

@@ -42,6 +42,9 @@ _FAST_BAUD: Final = 19200
 _FAST_GAP_S: Final = 0.00175
 #: Seconds between attempts to reopen a port that failed.
 _REOPEN_S: Final = 2.0
+#: The reopen delay doubles while the port keeps failing, up to this: an adapter that
+#: was pulled out must not flood the log.
+_REOPEN_MAX_S: Final = 60.0
 
 
 def silent_interval_s(serial: SerialSettings) -> float:
@@ -212,18 +215,21 @@ class ModbusCollector:
     async def run(self, emit: Emit) -> None:
         """Open the line and poll until cancelled; reopen the port if it fails."""
         max_timeout = max((d.timeout_s for d in self.devices), default=1.0)
+        reopen_s = _REOPEN_S
         while True:
             try:
                 async with ModbusBus(self.port, self.serial, max_timeout_s=max_timeout) as bus:
+                    reopen_s = _REOPEN_S  # opened: the next failure starts over
                     self.bus = bus
                     await self._poll_forever(bus, emit)
             except PortError as exc:
-                log.warning("%s: %s; retrying in %.0f s", self.name, exc, _REOPEN_S)
+                log.warning("%s: %s; retrying in %.0f s", self.name, exc, reopen_s)
                 self.counts["port_errors"] += 1
                 for polled in self.devices:
                     for item in polled.tracker.miss(self._clock()):
                         await emit(item)
-                await asyncio.sleep(_REOPEN_S)
+                await asyncio.sleep(reopen_s)
+                reopen_s = min(reopen_s * 2, _REOPEN_MAX_S)
 
     async def _poll_forever(self, bus: ModbusBus, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
