@@ -356,6 +356,20 @@ def _check_common(p: _ProfileBase) -> Iterator[tuple[str, str]]:
             yield f"thresholds.{name}", "must be >= 0"
 
 
+def _fields_set_twice(
+    points: list[ModbusPoint] | list[FramePoint], scope: str
+) -> Iterator[tuple[str, str]]:
+    """A field set by two points of one poll or message: the profile is ambiguous."""
+    seen: dict[str, str] = {}
+    for i, pt in enumerate(points):
+        names = [pt.field] if pt.field else []
+        names += [t.field for t in (pt.bits or {}).values() if t.field]
+        for name in names:
+            if name in seen:
+                yield f"{scope}[{i}]", f"field {name!r} is already set by {seen[name]}"
+            seen.setdefault(name, f"{scope}[{i}]")
+
+
 def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
     if not p.points:
         yield "points", "a Modbus profile needs at least one point"
@@ -371,6 +385,7 @@ def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
         if not bit_table and pt.type in ("u8", "i8"):
             yield f"{path}.type", "registers are 16 bits; use u16/i16 (or bits for a byte)"
         yield from _check_point(p.kind, pt, path)
+    yield from _fields_set_twice(p.points, "points")
 
 
 def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
@@ -409,6 +424,7 @@ def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
             if not len(start) <= pt.byte <= f.max_length - trailer - SIZE[pt.type]:
                 yield f"{path}.byte", "byte (a position after the start bytes) is required"
             yield from _check_point(p.kind, pt, path, in_data=m.instant is not None)
+        yield from _fields_set_twice(m.points, f"{mpath}.points")
     if len(p.messages) > 1 and any(m.when_byte is None for m in p.messages[:-1]):
         yield "messages", "with several messages, all but the last need when_byte/when_value"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -269,3 +270,53 @@ def test_sample_any_on_wins() -> None:
     s.set_event("trapped", True)
     s.set_event("trapped", False)
     assert s.active == {"trapped": {}}
+
+
+FIRE_PANEL_IO = """
+profile: 1
+protocol: modbus_rtu
+id: io-module
+kind: fire_panel
+maker: test
+model: 8-channel I/O module
+report_interval_s: 1
+thresholds: {debounce_ms: 50}
+points:
+  - {table: discrete, address: 0, type: bool, event: fire_alarm}
+  - {table: discrete, address: 9, type: bool, field: alarm, invert: true}
+  - {table: coil, address: 3, type: bool, event: comm_lost}
+  - {table: input, address: 100, type: i32, word_order: little, event: fire_alarm}
+"""
+
+
+def test_coils_discrete_inputs_and_input_registers() -> None:
+    from collectors.profile import ModbusProfile, _check  # noqa: PLC0415
+    from collectors.yamlconf import load_yaml_text  # noqa: PLC0415
+
+    profile = load_yaml_text(FIRE_PANEL_IO, ModbusProfile, check=_check)  # type: ignore[arg-type]
+    plan = ModbusPlan(profile)
+    assert plan.reads == [
+        ModbusRead("input", 100, 2),
+        ModbusRead("coil", 3, 1),
+        ModbusRead("discrete", 0, 10),
+    ]
+    discrete = [True] + [False] * 9  # input 0 on; input 9 off (inverted: alarm true)
+    blocks = [
+        ModbusPlan.registers_to_bytes([0x0000, 0x0000]),  # i32 0: this point says no alarm
+        pack_bits([False]),
+        pack_bits(discrete),
+    ]
+    sample = plan.decode(blocks)
+    # Two points name fire_alarm: it is on if either says so.
+    assert sample.active == {"fire_alarm": {}, "comm_lost": None}
+    assert sample.fields == {"alarm": True}
+
+
+def test_a_field_set_by_two_points_is_refused() -> None:
+    from collectors.profile import ModbusProfile, _check  # noqa: PLC0415
+    from collectors.yamlconf import ConfigError, load_yaml_text  # noqa: PLC0415
+
+    text = FIRE_PANEL_IO + "  - {table: coil, address: 7, type: bool, field: alarm}\n"
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text(text, ModbusProfile, source="io.yaml", check=_check)  # type: ignore[arg-type]
+    assert str(info.value) == "io.yaml:15: points[4]: field 'alarm' is already set by points[1]"
