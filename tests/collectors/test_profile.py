@@ -48,11 +48,11 @@ def test_integer_field_with_fractional_scale(tmp_path: Path) -> None:
     [problem] = broken(
         tmp_path,
         "elevator/hx-em100.yaml",
-        "scale: 0.1, field: run_hours",
-        "scale: 0.1, field: trips",
+        "word_order: big, field: trips}",
+        "word_order: big, scale: 0.5, field: trips}",
     )
     assert problem.endswith(
-        "points[8].scale: elevator field 'trips' is an integer; scale/offset must be too"
+        ":56: points[7].scale: elevator field 'trips' is an integer; scale/offset must be too"
     )
 
 
