@@ -18,11 +18,22 @@ from aiohttp import web
 from server import web_handlers
 from server.db import open_database
 from server.ingest import Ingest
-from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, SETTINGS, TELEMETRY
+from server.keys import (
+    DATABASE,
+    INFLUX,
+    INGEST,
+    LIVE,
+    MQTT_CONNECTED,
+    SETTINGS,
+    TELEMETRY,
+    TELEMETRY_WRITER,
+)
 from server.livestate import LiveState
 from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
 from server.registry import RegistryIndex, load_registry_index
 from server.settings import Settings
+from server.telemetry import TeeWriter, TelemetryWriter
+from server.telemetry.influx import InfluxTarget, open_influx_writer
 from server.telemetry.sqlite_store import open_sqlite_store
 
 __all__ = ["create_app"]
@@ -38,14 +49,33 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if settings.influx_url:
-        log.warning(
-            "influx_url is set but the InfluxDB writer is not built yet (issue 6); "
-            "telemetry goes to the embedded store at %s",
-            settings.telemetry_path,
-        )
-    async with open_sqlite_store(Path(settings.telemetry_path)) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_sqlite_store(Path(settings.telemetry_path)))
         app[TELEMETRY] = store
+        writers: list[TelemetryWriter] = [store]
+        if settings.influx_url:
+            target = InfluxTarget(
+                url=settings.influx_url.rstrip("/"),
+                version=settings.influx_version,
+                database=settings.influx_database,
+                token=settings.influx_token,
+                org=settings.influx_org,
+                bucket=settings.influx_bucket,
+                username=settings.influx_username,
+                password=settings.influx_password,
+            )
+            influx = await stack.enter_async_context(
+                open_influx_writer(
+                    target,
+                    Path(settings.influx_spool_path),
+                    spool_max_bytes=settings.influx_spool_max_mb * 1024 * 1024,
+                )
+            )
+            app[INFLUX] = influx
+            # The embedded store still serves the device-history API until the InfluxDB
+            # queries exist (issue 6, partial): both get every item.
+            writers.append(influx)
+        app[TELEMETRY_WRITER] = TeeWriter(writers)
         yield
 
 
@@ -62,7 +92,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         registry=await load(),
         load_registry=load,
         live=live,
-        writer=app[TELEMETRY],
+        writer=app[TELEMETRY_WRITER],
         seq=await load_seq_states(db),
     )
     app[LIVE] = live

@@ -11,13 +11,28 @@ from server.db import Database
 from server.ingest import Ingest
 from server.livestate import LiveState
 from server.settings import Settings
+from server.telemetry import TeeWriter
+from server.telemetry.influx import InfluxWriter
 from server.telemetry.sqlite_store import SqliteTelemetryStore
 
-__all__ = ["DATABASE", "INGEST", "LIVE", "MQTT_CONNECTED", "SETTINGS", "STREAMS", "TELEMETRY"]
+__all__ = [
+    "DATABASE",
+    "INFLUX",
+    "INGEST",
+    "LIVE",
+    "MQTT_CONNECTED",
+    "SETTINGS",
+    "STREAMS",
+    "TELEMETRY",
+    "TELEMETRY_WRITER",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 TELEMETRY = web.AppKey("telemetry", SqliteTelemetryStore)
+#: Where ingest writes: the embedded store, and InfluxDB when it is configured.
+TELEMETRY_WRITER = web.AppKey("telemetry_writer", TeeWriter)
+INFLUX = web.AppKey("influx", InfluxWriter)
 LIVE = web.AppKey("live", LiveState)
 INGEST = web.AppKey("ingest", Ingest)
 MQTT_CONNECTED = web.AppKey("mqtt_connected", asyncio.Event)

@@ -10,7 +10,16 @@ setting (TOML key)           environment variable            default
 ``mqtt_shared_group``        ``LINLI_MQTT_SHARED_GROUP``     ``linli`` (empty: no $share)
 ``database_url``             ``LINLI_DATABASE_URL``          ``sqlite+aiosqlite:///var/linli.db``
 ``telemetry_path``           ``LINLI_TELEMETRY_PATH``        ``var/telemetry.db``
-``influx_url``               ``LINLI_INFLUX_URL``            (none: embedded store; issue 6)
+``influx_url``               ``LINLI_INFLUX_URL``            (none: embedded store only)
+``influx_version``           ``LINLI_INFLUX_VERSION``        ``auto`` (from /ping), or 1, 2, 3
+``influx_database``          ``LINLI_INFLUX_DATABASE``       ``linli`` (1.x database)
+``influx_token``             ``LINLI_INFLUX_TOKEN``          (2.x/3.x token)
+``influx_org``               ``LINLI_INFLUX_ORG``            (2.x org)
+``influx_bucket``            ``LINLI_INFLUX_BUCKET``         (2.x/3.x bucket; default: database)
+``influx_username``          ``LINLI_INFLUX_USERNAME``       (1.x with auth enabled)
+``influx_password``          ``LINLI_INFLUX_PASSWORD``
+``influx_spool_path``        ``LINLI_INFLUX_SPOOL_PATH``     ``var/influx-spool.db``
+``influx_spool_max_mb``      ``LINLI_INFLUX_SPOOL_MAX_MB``   ``1024``
 ``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
 ``http_port``                ``LINLI_HTTP_PORT``             ``8080``
 ===========================  ==============================  ==============================
@@ -22,6 +31,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -41,6 +51,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database_url: str = "sqlite+aiosqlite:///var/linli.db"
     telemetry_path: str = "var/telemetry.db"
     influx_url: str | None = None
+    influx_version: Literal["auto", "1", "2", "3"] = "auto"
+    influx_database: str = "linli"
+    influx_token: str | None = None
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    influx_username: str | None = None
+    influx_password: str | None = None
+    influx_spool_path: str = "var/influx-spool.db"
+    influx_spool_max_mb: int = 1024
     http_host: str = "127.0.0.1"
     http_port: int = 8080
 
@@ -80,6 +99,14 @@ def load_settings(
         parse_mqtt_url(settings.mqtt_url)
     except ValueError as exc:
         raise ConfigError.one(source, None, "mqtt_url", str(exc)) from exc
+    if settings.influx_url is not None and not settings.influx_url.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigError.one(
+            source, None, "influx_url", f"{settings.influx_url!r} must start with http(s)://"
+        )
+    if settings.influx_spool_max_mb < 1:
+        raise ConfigError.one(source, None, "influx_spool_max_mb", "must be at least 1")
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings

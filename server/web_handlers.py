@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
 from server import models
-from server.keys import DATABASE, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
+from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
 
 __all__ = ["add_routes"]
 
@@ -184,12 +184,14 @@ async def device_history(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness and the state of the server's links."""
-    return web.json_response(
-        {
-            "mqtt_connected": request.app[MQTT_CONNECTED].is_set(),
-            "telemetry_buffered": request.app[TELEMETRY].buffered,
-        }
-    )
+    body: dict[str, object] = {
+        "mqtt_connected": request.app[MQTT_CONNECTED].is_set(),
+        "telemetry_buffered": request.app[TELEMETRY].buffered,
+    }
+    influx = request.app.get(INFLUX)
+    if influx is not None:
+        body["influx"] = await influx.stats()
+    return web.json_response(body)
 
 
 @web.middleware

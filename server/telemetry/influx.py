@@ -1,0 +1,354 @@
+"""The InfluxDB writer: line protocol through a disk spool, so an outage never blocks ingest.
+
+Theory of operation. ``write`` encodes an envelope's items as line protocol
+(:mod:`server.telemetry.lineproto`) into a memory batch and returns. A batcher task closes a
+batch at :data:`BATCH_LINES` lines (InfluxDB's guidance is about 5,000 per request) or
+:data:`BATCH_AGE_S`, gzips it and appends it to the **spool**, a SQLite file (WAL). A sender
+task posts the spool's oldest chunk, and deletes it only when InfluxDB answered 2xx, so
+chunks land in the order they were written, exactly once unless a crash falls between
+InfluxDB's answer and the delete (then the chunk is written again: same points, same
+timestamps, and InfluxDB keeps one copy, as a point is identified by series and time).
+
+Errors: a timeout, a connection failure or a 5xx is retried with capped, jittered
+exponential backoff; the chunk stays first. A 400 ``partial write`` means InfluxDB stored the
+good lines and refused some: the cause is logged and counted, the chunk is done. Any other
+4xx (a wrong token, a missing database) is logged with InfluxDB's own message and retried
+at the slowest pace only, keeping the data: fixing the setting resumes delivery.
+
+The spool is bounded (``spool_max_bytes``): past it, the oldest chunks are dropped and
+counted. Spool size, lines waiting and the last error are in :meth:`InfluxWriter.stats`.
+
+Versions: 1.x gets ``POST /write?db=…&precision=ms``; 2.x and 3.x get their v2 write API
+through ``influxdb-client`` (token auth). The version comes from ``/ping``
+(``X-Influxdb-Version``) unless it is forced in the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiohttp
+import aiosqlite
+
+from collectors.wire import Item
+from server.telemetry.base import TelemetryWriteError
+from server.telemetry.lineproto import encode_items
+
+__all__ = ["InfluxTarget", "InfluxWriter", "open_influx_writer"]
+
+log = logging.getLogger(__name__)
+
+BATCH_LINES: Final = 5_000
+BATCH_AGE_S: Final = 1.0
+REQUEST_TIMEOUT_S: Final = 30.0
+BACKOFF_FIRST_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+#: The pace for errors that only a change of settings can fix (a wrong token).
+CONFIG_ERROR_RETRY_S: Final = 60.0
+
+Version = Literal["auto", "1", "2", "3"]
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    """Where to write: the URL, the version (or auto), and the database or org/bucket."""
+
+    url: str
+    version: Version = "auto"
+    database: str = "linli"
+    token: str | None = None
+    org: str | None = None
+    bucket: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class _RejectedError(Exception):
+    """InfluxDB answered 4xx: ``partial`` when it stored the rest of the batch."""
+
+    def __init__(self, status: int, message: str, *, partial: bool) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.partial = partial
+
+
+class InfluxWriter:
+    """A :class:`~server.telemetry.base.TelemetryWriter` for InfluxDB (see the module doc)."""
+
+    def __init__(
+        self,
+        target: InfluxTarget,
+        spool: aiosqlite.Connection,
+        http: aiohttp.ClientSession,
+        *,
+        spool_max_bytes: int,
+        backoff: bool = True,
+    ) -> None:
+        self.target = target
+        self._spool = spool
+        self._http = http
+        self._spool_max = spool_max_bytes
+        self._backoff = backoff
+        self._lines: list[str] = []
+        self._batch_ready = asyncio.Event()
+        self._chunk_ready = asyncio.Event()
+        self._sent = asyncio.Condition()
+        self.version: Version = target.version
+        self.counts: dict[str, int] = {
+            "lines_queued": 0,
+            "lines_written": 0,
+            "lines_rejected_batches": 0,
+            "spool_dropped_lines": 0,
+            "requests": 0,
+            "retries": 0,
+        }
+        self.last_error: str | None = None
+        self._last_id_spooled = 0
+        self._last_id_sent = 0
+        self._v2: Any = None
+
+    # --- the TelemetryWriter interface ------------------------------------------------
+
+    async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
+        """Queue an envelope's items; returns at once (the spool absorbs outages)."""
+        lines = encode_items(community, gateway, items)
+        self._lines.extend(lines)
+        self.counts["lines_queued"] += len(lines)
+        if len(self._lines) >= BATCH_LINES:
+            self._batch_ready.set()
+
+    async def flush(self) -> None:
+        """Spool what is queued and wait until InfluxDB has it (blocks during an outage)."""
+        await self._spool_pending()
+        target = self._last_id_spooled
+        async with self._sent:
+            await self._sent.wait_for(lambda: self._last_id_sent >= target)
+
+    # --- stats ------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        """Health figures: spool size and progress, counters, the last error."""
+        async with self._spool.execute(
+            "SELECT count(*), coalesce(sum(lines), 0), coalesce(sum(length(body)), 0) FROM chunks"
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return {
+            "version": self.version,
+            "spool_chunks": row[0],
+            "spool_lines": row[1],
+            "spool_bytes": row[2],
+            "memory_lines": len(self._lines),
+            **self.counts,
+            "last_error": self.last_error,
+        }
+
+    # --- batching into the spool ------------------------------------------------------
+
+    async def _spool_pending(self) -> None:
+        while self._lines:
+            lines, self._lines = self._lines[:BATCH_LINES], self._lines[BATCH_LINES:]
+            body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1)
+            cur = await self._spool.execute(
+                "INSERT INTO chunks (lines, body) VALUES (?, ?)", (len(lines), body)
+            )
+            assert cur.lastrowid is not None
+            self._last_id_spooled = cur.lastrowid
+            await self._spool.commit()
+            await self._enforce_bound()
+            self._chunk_ready.set()
+
+    async def _enforce_bound(self) -> None:
+        async with self._spool.execute("SELECT coalesce(sum(length(body)), 0) FROM chunks") as cur:
+            row = await cur.fetchone()
+        size = row[0] if row else 0
+        while size > self._spool_max:
+            async with self._spool.execute(
+                "SELECT id, lines, length(body) FROM chunks ORDER BY id LIMIT 1"
+            ) as cur:
+                oldest = await cur.fetchone()
+            if oldest is None or oldest[0] == self._last_id_spooled:
+                return  # never drop the batch just written
+            await self._spool.execute("DELETE FROM chunks WHERE id = ?", (oldest[0],))
+            await self._spool.commit()
+            self.counts["spool_dropped_lines"] += oldest[1]
+            size -= oldest[2]
+            log.error("InfluxDB spool full: dropped %d oldest lines", oldest[1])
+
+    async def _batch_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_ready.wait(), BATCH_AGE_S)
+            self._batch_ready.clear()
+            await self._spool_pending()
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            async with self._spool.execute(
+                "SELECT id, lines, body FROM chunks ORDER BY id LIMIT 1"
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                self._chunk_ready.clear()
+                await self._chunk_ready.wait()
+                continue
+            chunk_id, lines, body = row
+            try:
+                await self._post(body)
+            except _RejectedError as exc:
+                self.last_error = str(exc)
+                if not exc.partial:
+                    log.error(  # noqa: TRY400 (InfluxDB's message says it all)
+                        "InfluxDB refused a write (%s); retrying in %.0f s",
+                        exc,
+                        CONFIG_ERROR_RETRY_S,
+                    )
+                    await asyncio.sleep(CONFIG_ERROR_RETRY_S if self._backoff else 0.2)
+                    continue
+                log.error("InfluxDB stored a batch of %d lines only in part: %s", lines, exc)  # noqa: TRY400
+                self.counts["lines_rejected_batches"] += 1
+            except (aiohttp.ClientError, TimeoutError, TelemetryWriteError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.counts["retries"] += 1
+                wait = random.uniform(delay / 2, delay) if self._backoff else 0.05  # noqa: S311
+                log.warning("InfluxDB write failed (%s); retrying in %.1f s", self.last_error, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            else:
+                self.counts["lines_written"] += lines
+                self.last_error = None
+            delay = BACKOFF_FIRST_S
+            await self._spool.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+            await self._spool.commit()
+            async with self._sent:
+                self._last_id_sent = chunk_id
+                self._sent.notify_all()
+
+    async def _detect_version(self) -> Version:
+        if self.version != "auto":
+            return self.version
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self._http.get(f"{self.target.url}/ping", timeout=timeout) as resp:
+            header = resp.headers.get("X-Influxdb-Version", "")
+        major = header.lstrip("v").split(".", 1)[0]
+        if major not in ("1", "2", "3"):
+            raise TelemetryWriteError(
+                f"{self.target.url}/ping gave no InfluxDB version ({header!r})"
+            )
+        self.version = major  # type: ignore[assignment]
+        log.info("InfluxDB %s at %s", header, self.target.url)
+        return self.version
+
+    async def _post(self, body: bytes) -> None:
+        version = await self._detect_version()
+        self.counts["requests"] += 1
+        if version == "1":
+            await self._post_v1(body)
+        else:
+            await self._post_v2(body)
+
+    async def _post_v1(self, body: bytes) -> None:
+        t = self.target
+        params = {"db": t.database, "precision": "ms"}
+        if t.username:
+            params.update(u=t.username, p=t.password or "")
+        headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        async with self._http.post(
+            f"{t.url}/write", params=params, data=body, headers=headers, timeout=timeout
+        ) as resp:
+            if resp.status < 300:
+                return
+            text = (await resp.text())[:500]
+            if resp.status >= 500:
+                raise TelemetryWriteError(f"HTTP {resp.status}: {text}")
+            raise _RejectedError(resp.status, text, partial="partial write" in text)
+
+    async def _post_v2(self, body: bytes) -> None:
+        from influxdb_client.client.exceptions import InfluxDBError  # noqa: PLC0415
+        from influxdb_client.client.influxdb_client_async import (  # noqa: PLC0415
+            InfluxDBClientAsync,
+        )
+        from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415
+
+        t = self.target
+        if self._v2 is None:
+            self._v2 = InfluxDBClientAsync(
+                url=t.url,
+                token=t.token or "",
+                org=t.org or "",
+                enable_gzip=True,
+                timeout=int(REQUEST_TIMEOUT_S * 1000),
+            )
+        records = gzip.decompress(body).decode()
+        try:
+            await self._v2.write_api().write(
+                bucket=t.bucket or t.database,
+                org=t.org or "",
+                record=records,
+                write_precision=WritePrecision.MS,
+            )
+        except InfluxDBError as exc:
+            status = exc.response.status if exc.response is not None else 0
+            message = exc.message or str(exc)
+            if status >= 500 or status == 0:
+                raise TelemetryWriteError(f"HTTP {status}: {message}") from exc
+            # v2 refuses a batch with a bad line whole (1.x stores the rest): log and move on.
+            raise _RejectedError(status, message, partial=status == 400) from exc
+
+    async def aclose(self) -> None:
+        """Close the v2 client, if one was opened."""
+        if self._v2 is not None:
+            await self._v2.close()
+
+
+@contextlib.asynccontextmanager
+async def open_influx_writer(
+    target: InfluxTarget, spool_path: Path, *, spool_max_bytes: int, backoff: bool = True
+) -> AsyncIterator[InfluxWriter]:
+    """Open the spool and the HTTP session, run the batcher and sender, close in reverse.
+
+    On exit what is queued goes to the spool (on disk) and is sent at the next start.
+    """
+    spool_path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(spool_path) as spool, aiohttp.ClientSession() as http:
+        await spool.execute("PRAGMA journal_mode=WAL")
+        await spool.execute("PRAGMA synchronous=NORMAL")
+        await spool.execute(
+            "CREATE TABLE IF NOT EXISTS chunks "
+            "(id INTEGER PRIMARY KEY AUTOINCREMENT, lines INTEGER NOT NULL, body BLOB NOT NULL)"
+        )
+        await spool.commit()
+        writer = InfluxWriter(target, spool, http, spool_max_bytes=spool_max_bytes, backoff=backoff)
+        tasks = [
+            asyncio.create_task(writer._batch_loop(), name="influx-batcher"),
+            asyncio.create_task(writer._send_loop(), name="influx-sender"),
+        ]
+        started = time.monotonic()
+        try:
+            yield writer
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await writer._spool_pending()
+            await writer.aclose()
+            stats = await writer.stats()
+            log.info(
+                "InfluxDB writer stopped after %.0f s: %d lines written, %d left in the spool",
+                time.monotonic() - started,
+                stats["lines_written"],
+                stats["spool_lines"],
+            )
