@@ -188,3 +188,54 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
     yield pair
     pair.proc.terminate()
     pair.proc.wait(timeout=10)
+
+
+@dataclass
+class Influxd:
+    """A real InfluxDB 1.x (Debian's ``influxdb``) on a free loopback port, own data dir."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [shutil.which("influxd") or "/usr/bin/influxd", "-config", str(self.conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """influxd for one test; ``stop()`` and ``start()`` it to make an outage."""
+    assert shutil.which("influxd"), "influxd is missing: run 'make system-deps'"
+    root = tmp_path / "influxdb"
+    port, rpc = free_port(), free_port()
+    conf = tmp_path / "influxdb.conf"
+    conf.write_text(
+        f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
+        f'[meta]\n  dir = "{root}/meta"\n'
+        f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n'
+        "  query-log-enabled = false\n"
+        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+        "[monitor]\n  store-enabled = false\n"
+        "[continuous_queries]\n  enabled = false\n"
+    )
+    server = Influxd(port, subprocess.Popen(["true"]), conf, tmp_path / "influxd.log")
+    server.proc.wait()
+    server.start()
+    yield server
+    server.stop()

@@ -114,6 +114,7 @@ class InfluxWriter:
         self._last_id_spooled = 0
         self._last_id_sent = 0
         self._v2: Any = None
+        self._database_checked = False
 
     # --- the TelemetryWriter interface ------------------------------------------------
 
@@ -238,6 +239,8 @@ class InfluxWriter:
 
     async def _detect_version(self) -> Version:
         if self.version != "auto":
+            if self.version == "1" and not self._database_checked:
+                await self._create_database()
             return self.version
         timeout = aiohttp.ClientTimeout(total=10)
         async with self._http.get(f"{self.target.url}/ping", timeout=timeout) as resp:
@@ -247,9 +250,29 @@ class InfluxWriter:
             raise TelemetryWriteError(
                 f"{self.target.url}/ping gave no InfluxDB version ({header!r})"
             )
+        if major == "1":
+            await self._create_database()
         self.version = major  # type: ignore[assignment]
         log.info("InfluxDB %s at %s", header, self.target.url)
         return self.version
+
+    async def _create_database(self) -> None:
+        """1.x: create the database if it is missing (idempotent; as Telegraf does)."""
+        t = self.target
+        params = {"q": f'CREATE DATABASE "{t.database}"'}
+        if t.username:
+            params.update(u=t.username, p=t.password or "")
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        async with self._http.post(f"{t.url}/query", params=params, timeout=timeout) as resp:
+            self._database_checked = True
+            if resp.status >= 300:
+                # Without admin rights this fails; writes then say whether the database exists.
+                log.warning(
+                    "could not create InfluxDB database %r: HTTP %d %s",
+                    t.database,
+                    resp.status,
+                    (await resp.text())[:200],
+                )
 
     async def _post(self, body: bytes) -> None:
         version = await self._detect_version()
