@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run broker, server and simulated gateways on defaults")
     d.add_argument("--mqtt-url", help="use this broker instead of the embedded one")
     d.add_argument("--database-url", help="SQLAlchemy URL instead of SQLite under --state-dir")
-    d.add_argument("--influx-url", help="InfluxDB URL (the writer arrives with issue 6)")
+    d.add_argument("--influx-url", help="also write telemetry to this InfluxDB (http://host:8086)")
     d.add_argument("--registry", type=Path, help="registry YAML instead of the Shancheng demo")
     d.add_argument(
         "--state-dir",
