@@ -29,6 +29,9 @@ def test_defaults_toml_and_env_precedence(tmp_path: Path) -> None:
         ('mqtt_url = "http://x"', {}, "mqtt_url: MQTT URL 'http://x' must start with mqtt://"),
         ('mqtt_url = "mqtt://h:99999"', {}, "invalid port"),
         ("colour = 1", {}, "unknown field `colour`"),
+        ("", {"LINLI_INFLUX_URL": "localhost:8086"}, "influx_url: 'localhost:8086' must start"),
+        ('influx_version = "4"', {}, "Invalid enum value '4' - at `$.influx_version`"),
+        ("influx_spool_max_mb = 0", {}, "influx_spool_max_mb: must be at least 1"),
     ],
 )
 def test_bad_settings_are_named(
