@@ -115,6 +115,9 @@ class InfluxWriter:
         self._last_id_sent = 0
         self._v2: Any = None
         self._database_checked = False
+        #: Bytes in the spool, kept here so the bound costs no query per batch.
+        self.spool_bytes = 0
+        self._inflight_id = 0
 
     # --- the TelemetryWriter interface ------------------------------------------------
 
@@ -138,7 +141,7 @@ class InfluxWriter:
     async def stats(self) -> dict[str, Any]:
         """Health figures: spool size and progress, counters, the last error."""
         async with self._spool.execute(
-            "SELECT count(*), coalesce(sum(lines), 0), coalesce(sum(length(body)), 0) FROM chunks"
+            "SELECT count(*), coalesce(sum(lines), 0) FROM chunks"
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
@@ -146,7 +149,7 @@ class InfluxWriter:
             "version": self.version,
             "spool_chunks": row[0],
             "spool_lines": row[1],
-            "spool_bytes": row[2],
+            "spool_bytes": self.spool_bytes,
             "memory_lines": len(self._lines),
             **self.counts,
             "last_error": self.last_error,
@@ -164,25 +167,37 @@ class InfluxWriter:
             assert cur.lastrowid is not None
             self._last_id_spooled = cur.lastrowid
             await self._spool.commit()
+            self.spool_bytes += len(body)
             await self._enforce_bound()
             self._chunk_ready.set()
 
-    async def _enforce_bound(self) -> None:
-        async with self._spool.execute("SELECT coalesce(sum(length(body)), 0) FROM chunks") as cur:
+    async def _delete(self, chunk_id: int) -> bool:
+        """Remove one chunk; False if it was already gone (dropped by the bound)."""
+        async with self._spool.execute(
+            "SELECT length(body) FROM chunks WHERE id = ?", (chunk_id,)
+        ) as cur:
             row = await cur.fetchone()
-        size = row[0] if row else 0
-        while size > self._spool_max:
+        if row is None:
+            return False
+        await self._spool.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+        await self._spool.commit()
+        self.spool_bytes -= row[0]
+        return True
+
+    async def _enforce_bound(self) -> None:
+        """Drop the oldest chunks while the spool is over its budget; never the one being
+        sent (it may already be in InfluxDB) nor the one just written."""
+        while self.spool_bytes > self._spool_max:
             async with self._spool.execute(
-                "SELECT id, lines, length(body) FROM chunks ORDER BY id LIMIT 1"
+                "SELECT id, lines FROM chunks WHERE id NOT IN (?, ?) ORDER BY id LIMIT 1",
+                (self._inflight_id, self._last_id_spooled),
             ) as cur:
                 oldest = await cur.fetchone()
-            if oldest is None or oldest[0] == self._last_id_spooled:
-                return  # never drop the batch just written
-            await self._spool.execute("DELETE FROM chunks WHERE id = ?", (oldest[0],))
-            await self._spool.commit()
-            self.counts["spool_dropped_lines"] += oldest[1]
-            size -= oldest[2]
-            log.error("InfluxDB spool full: dropped %d oldest lines", oldest[1])
+            if oldest is None:
+                return
+            if await self._delete(oldest[0]):
+                self.counts["spool_dropped_lines"] += oldest[1]
+                log.error("InfluxDB spool full: dropped %d oldest lines", oldest[1])
 
     async def _batch_loop(self) -> None:
         while True:
@@ -196,15 +211,17 @@ class InfluxWriter:
     async def _send_loop(self) -> None:
         delay = BACKOFF_FIRST_S
         while True:
+            # Cleared before looking, so a chunk spooled after the look still wakes us.
+            self._chunk_ready.clear()
             async with self._spool.execute(
                 "SELECT id, lines, body FROM chunks ORDER BY id LIMIT 1"
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
-                self._chunk_ready.clear()
                 await self._chunk_ready.wait()
                 continue
             chunk_id, lines, body = row
+            self._inflight_id = chunk_id
             try:
                 await self._post(body)
             except _RejectedError as exc:
@@ -231,8 +248,8 @@ class InfluxWriter:
                 self.counts["lines_written"] += lines
                 self.last_error = None
             delay = BACKOFF_FIRST_S
-            await self._spool.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
-            await self._spool.commit()
+            await self._delete(chunk_id)
+            self._inflight_id = 0
             async with self._sent:
                 self._last_id_sent = chunk_id
                 self._sent.notify_all()
@@ -355,6 +372,9 @@ async def open_influx_writer(
         )
         await spool.commit()
         writer = InfluxWriter(target, spool, http, spool_max_bytes=spool_max_bytes, backoff=backoff)
+        async with spool.execute("SELECT coalesce(sum(length(body)), 0) FROM chunks") as cur:
+            row = await cur.fetchone()
+        writer.spool_bytes = row[0] if row else 0
         tasks = [
             asyncio.create_task(writer._batch_loop(), name="influx-batcher"),
             asyncio.create_task(writer._send_loop(), name="influx-sender"),
