@@ -34,6 +34,7 @@ from collectors.profile import (
     MqttTopic,
     Point,
 )
+from collectors.wire import MAX_T_MS, MIN_T_MS
 
 __all__ = [
     "FrameDecoder",
@@ -277,7 +278,6 @@ class MqttMessage:
 class _CompiledTopic:
     def __init__(self, kind: str, topic: MqttTopic) -> None:
         self.topic = topic
-        self.kind = kind
         self.levels = topic.pattern.split("/")
         self.filter = "/".join("+" if lv.startswith("{") else lv for lv in self.levels)
         source, _, ref = topic.address.partition(":")
@@ -311,8 +311,14 @@ class _CompiledTopic:
             raw_t = _get(doc, self.time_path)
             if isinstance(raw_t, int | float) and not isinstance(raw_t, bool):
                 ms = raw_t * 1000 if self.topic.time_unit == "s" else raw_t
-                if math.isfinite(ms):
+                if math.isfinite(ms) and MIN_T_MS <= ms < MAX_T_MS:
                     t = int(ms)
+                else:
+                    # A box whose clock is unset would make the whole uplink batch invalid;
+                    # its message keeps the arrival time instead.
+                    sample.problems.append(
+                        f"time {raw_t!r} is not a plausible epoch {self.topic.time_unit}"
+                    )
             else:
                 sample.problems.append(f"time at {self.topic.time!r} is missing or not a number")
         for name, steps, spec, ft in self.fields:

@@ -46,6 +46,8 @@ __all__ = [
     "ID_PATTERN",
     "MAX_ITEMS_PER_ENVELOPE",
     "MAX_PAYLOAD_BYTES",
+    "MAX_T_MS",
+    "MIN_T_MS",
     "PROTOCOL_VERSION",
     "DeviceKind",
     "Envelope",
@@ -73,8 +75,8 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 #: Items in one envelope; the gateway's batches are bounded well below this.
 MAX_ITEMS_PER_ENVELOPE: Final = 5000
 #: Device timestamps outside [2000-01-01, 2100-01-01) in epoch ms are refused as nonsense.
-_MIN_T_MS: Final = 946_684_800_000
-_MAX_T_MS: Final = 4_102_444_800_000
+MIN_T_MS: Final = 946_684_800_000
+MAX_T_MS: Final = 4_102_444_800_000
 
 ID_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -246,7 +248,7 @@ class _WireItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if not _MIN_T_MS <= self.t < _MAX_T_MS:
+        if not MIN_T_MS <= self.t < MAX_T_MS:
             raise ValueError(f"t={self.t} is not an epoch-millisecond time between 2000 and 2100")
         if not ID_PATTERN.match(self.dev):
             raise ValueError(f"dev {self.dev!r} is not a slug like 'el-3'")
