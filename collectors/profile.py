@@ -14,9 +14,10 @@ point. Every problem names the file, the line and the key path.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Final, Literal, cast
+from typing import Final, Literal, cast
 
 import msgspec
 
@@ -51,7 +52,10 @@ MAX_READ_BITS: Final = 2000
 #: A frame longer than this is not a sensor report; the parser caps its buffer with it.
 MAX_FRAME_BYTES: Final = 1024
 
-HexBytes = Annotated[str, msgspec.Meta(pattern=r"^\s*([0-9A-Fa-f]{2}\s*)+$")]
+#: Bytes written as hex pairs, e.g. "AA 55"; checked in :func:`_check_framed`, so that the
+#: message says what to write rather than quoting a regular expression.
+HexBytes = str
+_HEX = re.compile(r"^\s*([0-9A-Fa-f]{2}\s*)+$")
 
 
 class _Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -390,6 +394,14 @@ def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
 
 def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
     f = p.frame
+    bad_hex = False
+    for key in ("start", "end", "escape"):
+        value = getattr(f, key)
+        if value is not None and not _HEX.match(value):
+            yield f"frame.{key}", f"{value!r} is not hex bytes; write them like 'AA 55'"
+            bad_hex = True
+    if bad_hex:
+        return
     start = hex_bytes(f.start)
     if f.length_at is None and f.end is None:
         yield "frame", "a frame needs length_at or end to say where it stops"

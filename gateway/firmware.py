@@ -66,6 +66,8 @@ def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem]]:
                     f"({len(site.collectors)} collectors, {devices} devices, "
                     f"{len(profiles)} profiles available)"
                 )
+            elif not path.read_text(encoding="utf-8", errors="replace").strip():
+                problems.append(Problem(str(path), None, "", "the file is empty"))
             elif path.suffix in (".yaml", ".yml"):
                 problems.append(
                     Problem(
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 2
     if not good:
-        print("no YAML files found", file=sys.stderr)
+        where = ", ".join(str(p) for p in args.paths)
+        print(f"{where}: no YAML files found", file=sys.stderr)
         return 2
     return 0
 

@@ -113,3 +113,20 @@ def test_cli_validate_site_with_a_missing_profile(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(path))
     assert done.returncode == 2
     assert "collectors[2].profile: no profile 'jt-gc5' in" in done.stderr
+
+
+def test_bad_hex_bytes_say_how_to_write_them(tmp_path: Path) -> None:
+    [problem] = broken(tmp_path, "fire_lane/lk-fl200.yaml", "start: AA 55", "start: ZZ")
+    assert problem.endswith("frame.start: 'ZZ' is not hex bytes; write them like 'AA 55'")
+
+
+def test_cli_validate_empty_file_and_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "blank.yaml").write_text("\n")
+    done = run_linli("firmware", "validate", str(tmp_path / "files"))
+    assert done.returncode == 2
+    assert "blank.yaml: the file is empty" in done.stderr
+    (tmp_path / "none").mkdir()
+    done = run_linli("firmware", "validate", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"{tmp_path / 'none'}: no YAML files found"
