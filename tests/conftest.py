@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,9 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,7 +215,52 @@ class Influxd:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_port(self.port, timeout=30)
+        self.wait_ready(timeout=30)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until *this* influxd answers /ping (the header proves it is an InfluxDB, not
+        whatever else took the port) and its meta store answers a query."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"influxd exited with {self.proc.returncode}: see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
+                    if r.headers.get("X-Influxdb-Version"):
+                        self.query("SHOW DATABASES")
+                        return
+            except (OSError, RuntimeError) as e:
+                last = e
+            time.sleep(0.05)
+        raise TimeoutError(f"influxd on {self.url} not ready after {timeout} s: {last}")
+
+    def query(self, q: str) -> dict[str, Any]:
+        """POST an InfluxQL statement; an error inside the 200 answer raises."""
+        data = urllib.parse.urlencode({"q": q}).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as r:
+            answer: dict[str, Any] = json.loads(r.read())
+        for result in answer.get("results", []):
+            if "error" in result:
+                raise RuntimeError(f"{q!r}: {result['error']}")
+        return answer
+
+    def write(self, db: str, body: str, timeout: float = 10.0) -> None:
+        """POST line protocol (ms), waiting out the moment between CREATE DATABASE and
+        the database being writable (404 'database not found')."""
+        deadline = time.monotonic() + timeout
+        while True:
+            req = urllib.request.Request(
+                f"{self.url}/write?db={db}&precision=ms", data=body.encode(), method="POST"
+            )
+            try:
+                urllib.request.urlopen(req, timeout=10).close()
+            except urllib.error.HTTPError as e:
+                if e.code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+            else:
+                return
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -223,7 +273,10 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
     """influxd for one test; ``stop()`` and ``start()`` it to make an outage."""
     assert shutil.which("influxd"), "influxd is missing: run 'make system-deps'"
     root = tmp_path / "influxdb"
-    port, rpc = free_port(), free_port()
+    port = free_port()
+    rpc = free_port()
+    while rpc == port:  # two binds to port 0 may hand out the same number
+        rpc = free_port()
     conf = tmp_path / "influxdb.conf"
     conf.write_text(
         f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'

@@ -178,14 +178,8 @@ async def test_a_bad_point_is_reported_and_the_rest_of_its_batch_lands(
 ) -> None:
     # Someone else wrote 'trips' as a string into this database (field types are per
     # measurement and shard): our integer trips conflicts with it; our other fields do not.
-    create = urllib.parse.urlencode({"q": "CREATE DATABASE t1"}).encode()
-    urllib.request.urlopen(f"{influxd.url}/query", data=create, timeout=10).close()
-    req = urllib.request.Request(
-        f"{influxd.url}/write?db=t1&precision=ms",
-        data=f'elevator,device=el-9-9 trips="x" {T0 - 1}'.encode(),
-        method="POST",
-    )
-    urllib.request.urlopen(req, timeout=10).close()
+    influxd.query("CREATE DATABASE t1")
+    influxd.write("t1", f'elevator,device=el-9-9 trips="x" {T0 - 1}')
     good = elevator_readings(10)
     bad = Reading(T0 + 500, "el-9-9", "elevator", {"trips": 5})
     await writer.write(COMMUNITY, "gw-1", [*good[:5], bad, *good[5:]])
