@@ -126,6 +126,9 @@ class _Base(ABC):
         fields = self._fields()
         due = self.now - self._last_heartbeat >= HEARTBEAT_MS
         if due or fields != self._last_sent:
+            mode, was = fields.get("service_mode"), self._last_sent.get("service_mode")
+            if None not in (mode, was) and mode != was:  # as terminals report it (40-47)
+                self._event("service_mode_changed", "instant", **{"from": was, "to": mode})  # type: ignore[arg-type]
             self._out.append(Reading(self.now, self.dev, self.kind, fields))
             self._last_sent = fields
             if due:

@@ -62,6 +62,14 @@ class DeviceTracker:
             name, offline_data = OFFLINE_EVENT[self.kind]
             items.append(Event(t, self.dev, self.kind, name, "end", offline_data))
         if sample.fields:
+            mode, was_mode = sample.fields.get("service_mode"), self.fields.get("service_mode")
+            if self.kind == "elevator" and None not in (mode, was_mode) and mode != was_mode:
+                # GB/T 24476 reports a service-mode change as an event (codes 40-47); the
+                # server's availability figures are built from these, not from readings.
+                items.append(
+                    Event(t, self.dev, self.kind, "service_mode_changed", "instant",
+                          {"from": was_mode, "to": mode})
+                )  # fmt: skip
             changed = any(self.fields.get(k) != v for k, v in sample.fields.items())
             due = self.last_reading_t is None or t - self.last_reading_t >= self.heartbeat_ms
             self.fields.update(sample.fields)

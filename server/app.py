@@ -26,14 +26,15 @@ from server.keys import (
     MQTT_CONNECTED,
     SETTINGS,
     TELEMETRY,
+    TELEMETRY_READER,
     TELEMETRY_WRITER,
 )
 from server.livestate import LiveState
 from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
 from server.registry import RegistryIndex, load_registry_index
 from server.settings import Settings
-from server.telemetry import TeeWriter, TelemetryWriter
 from server.telemetry.influx import InfluxTarget, open_influx_writer
+from server.telemetry.influxql import InfluxQLReader
 from server.telemetry.sqlite_store import open_sqlite_store
 
 __all__ = ["create_app"]
@@ -48,11 +49,10 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One telemetry store: InfluxDB when ``influx_url`` is set, else the embedded SQLite
+    store; it takes every item ingest accepts and answers the query API."""
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_sqlite_store(Path(settings.telemetry_path)))
-        app[TELEMETRY] = store
-        writers: list[TelemetryWriter] = [store]
         if settings.influx_url:
             target = InfluxTarget(
                 url=settings.influx_url.rstrip("/"),
@@ -72,10 +72,15 @@ async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
                 )
             )
             app[INFLUX] = influx
-            # The embedded store still serves the device-history API until the InfluxDB
-            # queries exist (issue 6, partial): both get every item.
-            writers.append(influx)
-        app[TELEMETRY_WRITER] = TeeWriter(writers)
+            app[TELEMETRY_WRITER] = influx
+            app[TELEMETRY_READER] = InfluxQLReader(influx)
+        else:
+            store = await stack.enter_async_context(
+                open_sqlite_store(Path(settings.telemetry_path))
+            )
+            app[TELEMETRY] = store
+            app[TELEMETRY_WRITER] = store
+            app[TELEMETRY_READER] = store
         yield
 
 
@@ -97,6 +102,13 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[LIVE] = live
     app[INGEST] = ingest
+    if INFLUX in app:
+
+        def building_of(community: str, dev: str) -> str:
+            info = ingest.registry.devices.get((community, dev))
+            return info.building if info else ""
+
+        app[INFLUX].building_of = building_of
     app[MQTT_CONNECTED] = connected = asyncio.Event()
     tasks = [
         asyncio.create_task(

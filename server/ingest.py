@@ -149,7 +149,7 @@ class Ingest:
         except WireError as exc:
             return self._reject(topic, Reason.TOPIC, str(exc), payload)
         if addr.channel == "status":
-            return self._handle_status(topic, addr.community, addr.gateway, payload)
+            return await self._handle_status(topic, addr.community, addr.gateway, payload)
         if addr.channel != "up":
             return self._reject(
                 topic, Reason.TOPIC, f"ingest does not take {addr.channel}", payload
@@ -186,7 +186,7 @@ class Ingest:
         await self._writer.write(env.community, env.gw, env.items)
         return None
 
-    def _handle_status(
+    async def _handle_status(
         self, topic: str, community: str, gateway: str, payload: bytes
     ) -> Rejected | None:
         if not payload:  # a cleared retained message
@@ -203,7 +203,9 @@ class Ingest:
                 payload,
             )
         self.stats.status_messages += 1
-        self._live.set_gateway(community, gateway, status.status, status.t or _now_ms())
+        t = status.t or _now_ms()
+        self._live.set_gateway(community, gateway, status.status, t)
+        await self._writer.write_status(community, gateway, status.status, t)
         return None
 
     def _check_registry(self, env: Envelope) -> tuple[Reason, str] | None:

@@ -11,8 +11,9 @@ from server.db import Database
 from server.ingest import Ingest
 from server.livestate import LiveState
 from server.settings import Settings
-from server.telemetry import TeeWriter
+from server.telemetry import TelemetryWriter
 from server.telemetry.influx import InfluxWriter
+from server.telemetry.queries import TelemetryReader
 from server.telemetry.sqlite_store import SqliteTelemetryStore
 
 __all__ = [
@@ -24,14 +25,18 @@ __all__ = [
     "SETTINGS",
     "STREAMS",
     "TELEMETRY",
+    "TELEMETRY_READER",
     "TELEMETRY_WRITER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
+#: The embedded store, when it is the telemetry store (no InfluxDB configured).
 TELEMETRY = web.AppKey("telemetry", SqliteTelemetryStore)
-#: Where ingest writes: the embedded store, and InfluxDB when it is configured.
-TELEMETRY_WRITER = web.AppKey("telemetry_writer", TeeWriter)
+#: Where ingest writes: InfluxDB when it is configured, else the embedded store.
+TELEMETRY_WRITER: web.AppKey[TelemetryWriter] = web.AppKey("telemetry_writer")
+#: What the query API reads: the same store.
+TELEMETRY_READER: web.AppKey[TelemetryReader] = web.AppKey("telemetry_reader")
 INFLUX = web.AppKey("influx", InfluxWriter)
 LIVE = web.AppKey("live", LiveState)
 INGEST = web.AppKey("ingest", Ingest)

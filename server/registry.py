@@ -309,6 +309,7 @@ class DeviceInfo:
     community: str
     gateway: str
     kind: str
+    building: str = ""
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ async def load_registry_index(session: AsyncSession) -> RegistryIndex:
         (r.community_id, r.id) for r in (await session.scalars(select(models.Gateway))).all()
     )
     devices = {
-        (d.community_id, d.id): DeviceInfo(d.community_id, d.gateway_id, d.kind)
+        (d.community_id, d.id): DeviceInfo(d.community_id, d.gateway_id, d.kind, d.building or "")
         for d in (await session.scalars(select(models.Device))).all()
     }
     return RegistryIndex(communities, gateways, devices)

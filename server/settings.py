@@ -20,6 +20,9 @@ setting (TOML key)           environment variable            default
 ``influx_password``          ``LINLI_INFLUX_PASSWORD``
 ``influx_spool_path``        ``LINLI_INFLUX_SPOOL_PATH``     ``var/influx-spool.db``
 ``influx_spool_max_mb``      ``LINLI_INFLUX_SPOOL_MAX_MB``   ``1024``
+``influx_raw_days``          ``LINLI_INFLUX_RAW_DAYS``       ``90`` (raw points kept)
+``influx_rollup_days``       ``LINLI_INFLUX_ROLLUP_DAYS``    ``1095`` (hourly roll-ups kept)
+``timezone``                 ``LINLI_TIMEZONE``              ``Asia/Shanghai`` (local days)
 ``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
 ``http_port``                ``LINLI_HTTP_PORT``             ``8080``
 ===========================  ==============================  ==============================
@@ -32,6 +35,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -60,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     influx_password: str | None = None
     influx_spool_path: str = "var/influx-spool.db"
     influx_spool_max_mb: int = 1024
+    influx_raw_days: int = 90
+    influx_rollup_days: int = 1095
+    timezone: str = "Asia/Shanghai"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
 
@@ -107,6 +114,15 @@ def load_settings(
         )
     if settings.influx_spool_max_mb < 1:
         raise ConfigError.one(source, None, "influx_spool_max_mb", "must be at least 1")
+    for key in ("influx_raw_days", "influx_rollup_days"):
+        if getattr(settings, key) < 1:
+            raise ConfigError.one(source, None, key, "must be at least 1 day")
+    try:
+        ZoneInfo(settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError.one(
+            source, None, "timezone", f"{settings.timezone!r} is not an IANA time zone"
+        ) from None
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings

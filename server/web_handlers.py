@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from server import models
 from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
+from server.telemetry_api import add_telemetry_routes
 
 __all__ = ["add_routes"]
 
@@ -24,7 +25,6 @@ STATIC_DIR: Final = Path(__file__).parent / "static"
 #: The status page is sent at most this often per screen; updates in between coalesce.
 SSE_MIN_INTERVAL_S: Final = 0.25
 SSE_KEEPALIVE_S: Final = 15.0
-HISTORY_MAX_LIMIT: Final = 10_000
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:
@@ -158,36 +158,22 @@ async def ingest_stats(request: web.Request) -> web.Response:
 async def telemetry_counts(request: web.Request) -> web.Response:
     """Stored readings and events per device; ``?community=`` narrows it."""
     community = request.query.get("community")
-    store = request.app[TELEMETRY]
+    store = request.app.get(TELEMETRY)
+    if store is None:
+        raise _not_found(
+            "counts come from the embedded store; this server keeps telemetry in InfluxDB"
+        )
     if request.query.get("flush") == "1":
         await store.flush()
     return web.json_response(await store.counts(community))
 
 
-async def device_history(request: web.Request) -> web.Response:
-    """A device's stored readings and events between ``since`` and ``until`` (epoch ms)."""
-    community = request.match_info["community"]
-    dev = request.match_info["dev"]
-    if (community, dev) not in request.app[INGEST].registry.devices:
-        raise _not_found(f"no device {dev!r} in community {community!r}")
-    now = time.time_ns() // 1_000_000
-    until = _int_param(request, "until", now + 1, 0, 2**62)
-    since = _int_param(request, "since", until - 3_600_000, 0, 2**62)
-    if since >= until:
-        raise _bad_request(f"since={since} must be before until={until}")
-    limit = _int_param(request, "limit", 1000, 1, HISTORY_MAX_LIMIT)
-    rows = await request.app[TELEMETRY].history(
-        community, dev, since=since, until=until, limit=limit
-    )
-    return web.json_response({"community": community, "dev": dev, "items": rows})
-
-
 async def health(request: web.Request) -> web.Response:
     """Liveness and the state of the server's links."""
-    body: dict[str, object] = {
-        "mqtt_connected": request.app[MQTT_CONNECTED].is_set(),
-        "telemetry_buffered": request.app[TELEMETRY].buffered,
-    }
+    body: dict[str, object] = {"mqtt_connected": request.app[MQTT_CONNECTED].is_set()}
+    store = request.app.get(TELEMETRY)
+    if store is not None:
+        body["telemetry_buffered"] = store.buffered
     influx = request.app.get(INFLUX)
     if influx is not None:
         body["influx"] = await influx.stats()
@@ -218,6 +204,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/ingest", ingest_stats)
     app.router.add_get("/api/telemetry/counts", telemetry_counts)
-    app.router.add_get("/api/devices/{community}/{dev}/history", device_history)
+    add_telemetry_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_static("/static", STATIC_DIR)

@@ -26,6 +26,10 @@ class TelemetryWriter(Protocol):
         """Queue ``items`` from one envelope for storage."""
         ...
 
+    async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
+        """Queue a gateway's status (``online``/``offline``) as of device time ``t``."""
+        ...
+
     async def flush(self) -> None:
         """Return once everything queued before the call is stored."""
         ...
@@ -41,6 +45,11 @@ class TeeWriter:
         """Queue ``items`` in every store."""
         for writer in self.writers:
             await writer.write(community, gateway, items)
+
+    async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
+        """Queue a gateway status in every store."""
+        for writer in self.writers:
+            await writer.write_status(community, gateway, status, t)
 
     async def flush(self) -> None:
         """Flush every store."""

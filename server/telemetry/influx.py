@@ -31,7 +31,7 @@ import gzip
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -41,7 +41,7 @@ import aiosqlite
 
 from collectors.wire import Item
 from server.telemetry.base import TelemetryWriteError
-from server.telemetry.lineproto import encode_items
+from server.telemetry.lineproto import encode_items, encode_status
 
 __all__ = ["InfluxTarget", "InfluxWriter", "open_influx_writer"]
 
@@ -94,7 +94,7 @@ class InfluxWriter:
     ) -> None:
         self.target = target
         self._spool = spool
-        self._http = http
+        self.http = http
         self._spool_max = spool_max_bytes
         self._backoff = backoff
         self._lines: list[str] = []
@@ -118,16 +118,23 @@ class InfluxWriter:
         #: Bytes in the spool, kept here so the bound costs no query per batch.
         self.spool_bytes = 0
         self._inflight_id = 0
+        #: ``(community, dev) -> building`` for the building tag; set once the registry is.
+        self.building_of: Callable[[str, str], str] | None = None
 
     # --- the TelemetryWriter interface ------------------------------------------------
 
     async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
         """Queue an envelope's items; returns at once (the spool absorbs outages)."""
-        lines = encode_items(community, gateway, items)
+        lines = encode_items(community, gateway, items, self.building_of)
         self._lines.extend(lines)
         self.counts["lines_queued"] += len(lines)
         if len(self._lines) >= BATCH_LINES:
             self._batch_ready.set()
+
+    async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
+        """Queue a gateway status change (see :func:`~.lineproto.encode_status`)."""
+        self._lines.append(encode_status(community, gateway, status, t))
+        self.counts["lines_queued"] += 1
 
     async def flush(self) -> None:
         """Spool what is queued and wait until InfluxDB has it (blocks during an outage)."""
@@ -254,13 +261,15 @@ class InfluxWriter:
                 self._last_id_sent = chunk_id
                 self._sent.notify_all()
 
-    async def _detect_version(self) -> Version:
+    async def detect_version(self) -> Version:
+        """The InfluxDB major version: forced in the settings, or read from ``/ping`` once
+        (1.x: the database is created then, if it is missing)."""
         if self.version != "auto":
             if self.version == "1" and not self._database_checked:
                 await self._create_database()
             return self.version
         timeout = aiohttp.ClientTimeout(total=10)
-        async with self._http.get(f"{self.target.url}/ping", timeout=timeout) as resp:
+        async with self.http.get(f"{self.target.url}/ping", timeout=timeout) as resp:
             header = resp.headers.get("X-Influxdb-Version", "")
         major = header.lstrip("v").split(".", 1)[0]
         if major not in ("1", "2", "3"):
@@ -280,7 +289,7 @@ class InfluxWriter:
         if t.username:
             params.update(u=t.username, p=t.password or "")
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        async with self._http.post(f"{t.url}/query", params=params, timeout=timeout) as resp:
+        async with self.http.post(f"{t.url}/query", params=params, timeout=timeout) as resp:
             self._database_checked = True
             if resp.status >= 300:
                 # Without admin rights this fails; writes then say whether the database exists.
@@ -292,7 +301,7 @@ class InfluxWriter:
                 )
 
     async def _post(self, body: bytes) -> None:
-        version = await self._detect_version()
+        version = await self.detect_version()
         self.counts["requests"] += 1
         if version == "1":
             await self._post_v1(body)
@@ -306,7 +315,7 @@ class InfluxWriter:
             params.update(u=t.username, p=t.password or "")
         headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        async with self._http.post(
+        async with self.http.post(
             f"{t.url}/write", params=params, data=body, headers=headers, timeout=timeout
         ) as resp:
             if resp.status < 300:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -33,7 +33,7 @@ import msgspec
 from collectors.points import field_type
 from collectors.wire import Event, Item
 
-__all__ = ["EVENTS_MEASUREMENT", "encode_item", "encode_items"]
+__all__ = ["EVENTS_MEASUREMENT", "encode_item", "encode_items", "encode_status"]
 
 EVENTS_MEASUREMENT: Final = "events"
 
@@ -69,9 +69,12 @@ def _field(kind: str, name: str, value: object) -> str | None:
     return None  # not representable (NaN cannot be stored); the wire refuses these anyway
 
 
-def encode_item(community: str, gateway: str, item: Item) -> str | None:
-    """One line for one item (without the newline), or None if it has no storable field."""
+def encode_item(community: str, gateway: str, item: Item, building: str = "") -> str | None:
+    """One line for one item (without the newline), or None if it has no storable field.
+    ``building`` (from the registry) becomes a tag when it is not empty."""
     base = f"community={_tag(community)},gateway={_tag(gateway)},device={_tag(item.dev)}"
+    if building:
+        base = f"building={_tag(building)},{base}"
     if isinstance(item, Event):
         data = _string(_json.encode(item.data).decode())
         return (
@@ -88,6 +91,30 @@ def encode_item(community: str, gateway: str, item: Item) -> str | None:
     return f"{item.kind},{base} {','.join(fields)} {item.t}"
 
 
-def encode_items(community: str, gateway: str, items: Iterable[Item]) -> Sequence[str]:
-    """The lines of an envelope's items, in order; items with nothing to store are skipped."""
-    return [line for item in items if (line := encode_item(community, gateway, item))]
+def encode_items(
+    community: str,
+    gateway: str,
+    items: Iterable[Item],
+    building_of: Callable[[str, str], str] | None = None,
+) -> Sequence[str]:
+    """The lines of an envelope's items, in order; items with nothing to store are skipped.
+    ``building_of(community, dev)`` gives each device's building tag."""
+    return [
+        line
+        for item in items
+        if (
+            line := encode_item(
+                community, gateway, item, building_of(community, item.dev) if building_of else ""
+            )
+        )
+    ]
+
+
+def encode_status(community: str, gateway: str, status: str, t: int) -> str:
+    """A gateway's status as its ``gateway_offline`` event: ``start`` when offline, ``end``
+    when online (the gateway is its own device, ``kind=gateway``)."""
+    state = "start" if status == "offline" else "end"
+    return (
+        f"{EVENTS_MEASUREMENT},community={_tag(community)},gateway={_tag(gateway)},"
+        f'device={_tag(gateway)},kind=gateway,event=gateway_offline,state={state} data="{{}}" {t}'
+    )

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
 import msgspec
 
+from collectors.points import field_type
 from collectors.wire import Item, Reading
+from server.telemetry.queries import GATEWAY_KIND, GATEWAY_OFFLINE, EventRow, bucket_rows
 
 __all__ = ["SqliteTelemetryStore", "open_sqlite_store"]
 
@@ -38,6 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
     dev TEXT NOT NULL, kind TEXT NOT NULL, event TEXT NOT NULL, state TEXT NOT NULL,
     data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_dev_t ON events (community, dev, t);
+CREATE INDEX IF NOT EXISTS events_kind_t ON events (community, kind, event, t);
+CREATE INDEX IF NOT EXISTS readings_kind_t ON readings (community, kind, t);
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -84,6 +88,15 @@ class SqliteTelemetryStore:
                     )
                 )
         self._queued_total += len(items)
+        self._wake.set()
+
+    async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
+        """Record a gateway's status change as its ``gateway_offline`` start or end."""
+        state = "start" if status == "offline" else "end"
+        self._events.append(
+            (t, community, gateway, gateway, GATEWAY_KIND, GATEWAY_OFFLINE, state, "{}")
+        )
+        self._queued_total += 1
         self._wake.set()
 
     async def flush(self) -> None:
@@ -133,6 +146,111 @@ class SqliteTelemetryStore:
                     out.setdefault(f"{com}/{dev}", {"readings": 0, "events": 0})[table] = n
         return out
 
+    async def items(
+        self, community: str, dev: str, kind: str, *, since: int, until: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """A device's readings and events in [since, until), oldest first, at most ``limit``."""
+        return await self.history(community, dev, since=since, until=until, limit=limit)
+
+    async def series(
+        self, community: str, dev: str, kind: str, *, since: int, until: int, interval: int
+    ) -> list[dict[str, Any]]:
+        """Readings downsampled in Python (:func:`~server.telemetry.queries.bucket_rows`)."""
+        async with self._db.execute(
+            "SELECT t, fields FROM readings WHERE community=? AND dev=? AND t>=? AND t<?"
+            " ORDER BY t",
+            (community, dev, since, until),
+        ) as cur:
+            rows = [(t, msgspec.json.decode(f)) async for t, f in cur]
+        return bucket_rows(rows, since=since, interval=interval, kind=kind)
+
+    async def events(
+        self,
+        community: str,
+        kind: str,
+        names: Collection[str],
+        *,
+        since: int,
+        until: int,
+        dev: str | None = None,
+    ) -> list[EventRow]:
+        """Events of these names on devices of ``kind`` (or on ``dev`` only), oldest first."""
+        marks = ",".join("?" * len(names))
+        sql = (  # only '?' marks are formatted in
+            "SELECT t, dev, event, state, data FROM events WHERE community=? AND kind=?"  # noqa: S608
+            f" AND event IN ({marks}) AND t>=? AND t<? AND (? IS NULL OR dev = ?) ORDER BY t"
+        )
+        args = (community, kind, *names, since, until, dev, dev)
+        async with self._db.execute(sql, args) as cur:
+            return [
+                EventRow(t, d, e, st, msgspec.json.decode(data)) async for t, d, e, st, data in cur
+            ]
+
+    async def last_events(
+        self, community: str, kind: str, names: Collection[str], *, after: int, before: int
+    ) -> list[EventRow]:
+        """The latest event per (device, name, state) in [after, before)."""
+        marks = ",".join("?" * len(names))
+        # SQLite fills the bare columns from the row that holds max(t).
+        sql = (  # only '?' marks are formatted in
+            "SELECT max(t), dev, event, state, data FROM events WHERE community=? AND kind=?"  # noqa: S608
+            f" AND event IN ({marks}) AND t>=? AND t<? GROUP BY dev, event, state"
+        )
+        async with self._db.execute(sql, (community, kind, *names, after, before)) as cur:
+            return [
+                EventRow(t, d, e, st, msgspec.json.decode(data)) async for t, d, e, st, data in cur
+            ]
+
+    async def field_points(
+        self, community: str, kind: str, field: str, *, since: int, until: int
+    ) -> list[tuple[int, str, Any]]:
+        """Every stored value of one field, oldest first."""
+        path = _json_path(kind, field)
+        async with self._db.execute(
+            "SELECT t, dev, json_extract(fields, ?) AS v FROM readings WHERE community=?"
+            " AND kind=? AND t>=? AND t<? AND v IS NOT NULL ORDER BY t",
+            (path, community, kind, since, until),
+        ) as cur:
+            return [(t, dev, _typed(kind, field, v)) async for t, dev, v in cur]
+
+    async def last_field(
+        self, community: str, kind: str, field: str, *, after: int, before: int
+    ) -> dict[str, tuple[int, Any]]:
+        """Per device, the latest value of one field in [after, before)."""
+        return await self._extreme_field("max", community, kind, field, (after, before))
+
+    async def first_field(
+        self, community: str, kind: str, field: str, *, since: int, until: int
+    ) -> dict[str, tuple[int, Any]]:
+        """Per device, the earliest value of one field in [since, until)."""
+        return await self._extreme_field("min", community, kind, field, (since, until))
+
+    async def _extreme_field(
+        self, agg: str, community: str, kind: str, field: str, span: tuple[int, int]
+    ) -> dict[str, tuple[int, Any]]:
+        lo, hi = span
+        assert agg in ("min", "max")
+        sql = (
+            f"SELECT {agg}(t), dev, json_extract(fields, ?) AS v FROM readings"  # noqa: S608
+            " WHERE community=? AND kind=? AND t>=? AND t<? AND v IS NOT NULL GROUP BY dev"
+        )
+        async with self._db.execute(sql, (_json_path(kind, field), community, kind, lo, hi)) as cur:
+            return {dev: (t, _typed(kind, field, v)) async for t, dev, v in cur}
+
+    async def daily_range(
+        self, community: str, kind: str, field: str, *, since: int, until: int, offset_ms: int
+    ) -> dict[tuple[str, int], tuple[float, float]]:
+        """Per (device, local day start), the field's minimum and maximum."""
+        path = _json_path(kind, field)
+        async with self._db.execute(
+            "SELECT dev, (t + ?) / 86400000 * 86400000 - ? AS day,"
+            " min(json_extract(fields, ?)), max(json_extract(fields, ?)) FROM readings"
+            " WHERE community=? AND kind=? AND t>=? AND t<?"
+            " AND json_extract(fields, ?) IS NOT NULL GROUP BY dev, day",
+            (offset_ms, offset_ms, path, path, community, kind, since, until, path),
+        ) as cur:
+            return {(dev, day): (lo, hi) async for dev, day, lo, hi in cur}
+
     async def history(
         self, community: str, dev: str, *, since: int, until: int, limit: int
     ) -> list[dict[str, Any]]:
@@ -156,6 +274,18 @@ class SqliteTelemetryStore:
                 )
         rows.sort(key=lambda r: r["t"])
         return rows[:limit]
+
+
+def _json_path(kind: str, field: str) -> str:
+    if field_type(kind, field) is None:
+        raise ValueError(f"{kind} has no field {field!r}")
+    return f"$.{field}"
+
+
+def _typed(kind: str, field: str, value: Any) -> Any:
+    """json_extract gives 1/0 for JSON booleans; give them back as bool."""
+    ft = field_type(kind, field)
+    return bool(value) if ft is not None and ft[0] == "bool" else value
 
 
 @contextlib.asynccontextmanager
