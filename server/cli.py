@@ -6,6 +6,8 @@
     linli demo     [--mqtt-url …] [...]       everything on embedded defaults
     linli registry import FILE [--config F]   load a registry YAML into SQL (idempotent)
     linli registry check FILE                 validate a registry YAML, print every problem
+    linli influx setup [--config F] [--backfill-days N]
+                                              database/buckets, retention, hourly roll-ups
 
 Exit status: 0 success, 1 failure at run time, 2 bad usage or bad configuration (the message
 names the file, line and key).
@@ -20,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -74,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     ri.add_argument("--config", type=Path, help="settings TOML (for the database URL)")
     rc = rsub.add_parser("check", help="validate a registry YAML and print every problem")
     rc.add_argument("file", type=Path)
+
+    i = sub.add_parser("influx", help="InfluxDB administration")
+    isub = i.add_subparsers(dest="influx_command", required=True, metavar="ACTION")
+    iset = isub.add_parser(
+        "setup", help="create the database/buckets, retention policies and hourly roll-ups"
+    )
+    iset.add_argument("--config", type=Path, help="settings TOML (influx_* settings)")
+    iset.add_argument(
+        "--backfill-days",
+        type=int,
+        metavar="N",
+        help="1.x: also recompute the hourly roll-ups of the last N days now",
+    )
     return p
 
 
@@ -144,6 +160,50 @@ async def _registry_import(path: Path, settings: Settings) -> int:
     return 0
 
 
+async def _influx_setup(settings: Settings, backfill_days: int | None) -> int:
+    from server.telemetry.influx import InfluxTarget  # noqa: PLC0415
+    from server.telemetry.influx_setup import SetupError, setup  # noqa: PLC0415
+
+    if not settings.influx_url:
+        raise ConfigError.one("settings", None, "influx_url", "is not set (LINLI_INFLUX_URL)")
+    target = InfluxTarget(
+        url=settings.influx_url.rstrip("/"),
+        version=settings.influx_version,
+        database=settings.influx_database,
+        token=settings.influx_token,
+        org=settings.influx_org,
+        bucket=settings.influx_bucket,
+        username=settings.influx_username,
+        password=settings.influx_password,
+    )
+    backfill = None
+    if backfill_days is not None:
+        if not 1 <= backfill_days <= settings.influx_raw_days:
+            raise ConfigError.one(
+                "--backfill-days",
+                None,
+                "",
+                f"{backfill_days} must be between 1 and influx_raw_days "
+                f"({settings.influx_raw_days}): older raw points are gone",
+            )
+        hour = 3_600_000
+        now = time.time_ns() // 1_000_000 // hour * hour
+        backfill = (now - backfill_days * 24 * hour, now)
+    try:
+        lines = await setup(
+            target,
+            raw_days=settings.influx_raw_days,
+            rollup_days=settings.influx_rollup_days,
+            backfill=backfill,
+        )
+    except SetupError as exc:
+        print(f"linli influx setup: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``linli`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -172,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.file}: OK ({len(reg.communities)} communities, {devices} devices)")
                 return 0
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
+        if args.command == "influx":
+            return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
