@@ -99,6 +99,7 @@ class InfluxWriter:
         self._backoff = backoff
         self._lines: list[str] = []
         self._batch_ready = asyncio.Event()
+        self._spool_lock = asyncio.Lock()
         self._chunk_ready = asyncio.Event()
         self._sent = asyncio.Condition()
         self.version: Version = target.version
@@ -130,6 +131,10 @@ class InfluxWriter:
         self.counts["lines_queued"] += len(lines)
         if len(self._lines) >= BATCH_LINES:
             self._batch_ready.set()
+            # Let the batcher and sender run before taking more: during a burst the POST
+            # of one batch then overlaps the encoding of the next (InfluxDB works on
+            # another core), instead of all encoding happening first.
+            await asyncio.sleep(0)
 
     async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
         """Queue a gateway status change (see :func:`~.lineproto.encode_status`)."""
@@ -165,6 +170,12 @@ class InfluxWriter:
     # --- batching into the spool ------------------------------------------------------
 
     async def _spool_pending(self) -> None:
+        # One spooler at a time: flush() must not return while the batcher still has the
+        # last lines in hand (taken from the buffer, not yet in the spool).
+        async with self._spool_lock:
+            await self._spool_pending_locked()
+
+    async def _spool_pending_locked(self) -> None:
         while self._lines:
             lines, self._lines = self._lines[:BATCH_LINES], self._lines[BATCH_LINES:]
             body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1)

@@ -50,45 +50,77 @@ def _string(value: str) -> str:
     return '"' + value.translate(_STR_ESCAPES) + '"'
 
 
+FieldEncoder = Callable[[object], "str | None"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(value: str) -> str:
+    """A string field value, escaped; cached, as most are enum labels."""
+    return _string(value)
+
+
 @functools.cache
-def _declared(kind: str, name: str) -> str:
+def _field_encoder(kind: str, name: str) -> FieldEncoder:
+    """``name=value`` for one field of ``kind``, specialised once per field (this is the
+    writer's hot path: several fields per reading, thousands of readings per second)."""
     ft = field_type(kind, name)
-    return ft[0] if ft else "str"
+    declared = ft[0] if ft else "str"
+    key = _tag(name) + "="
+    true, false = key + "true", key + "false"
+
+    def general(value: object) -> str | None:
+        if declared == "bool" or isinstance(value, bool):
+            return true if value else false
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                return None  # not representable (NaN cannot be stored); the wire refuses it
+            if declared == "int":
+                return f"{key}{int(value)}i"
+            if declared == "float":
+                return f"{key}{float(value)!r}"
+        if isinstance(value, str):
+            return key + (_quoted(value) if len(value) < 64 else _string(value))
+        return None
+
+    # Fast paths for the value types the wire schema declares; anything else: general().
+    if declared == "bool":
+        return lambda v: true if v else false
+    if declared == "int":
+        return lambda v: f"{key}{v}i" if type(v) is int else general(v)
+    if declared == "float":
+        return lambda v: f"{key}{v!r}" if type(v) is float and math.isfinite(v) else general(v)
+    return lambda v: key + _quoted(v) if type(v) is str and len(v) < 64 else general(v)
 
 
-def _field(kind: str, name: str, value: object) -> str | None:
-    declared = _declared(kind, name)
-    if declared == "bool" or isinstance(value, bool):
-        return "true" if value else "false"
-    if declared == "int" and isinstance(value, int | float) and math.isfinite(value):
-        return f"{int(value)}i"
-    if declared == "float" and isinstance(value, int | float) and math.isfinite(value):
-        return repr(float(value))
-    if isinstance(value, str):
-        return _string(value)
-    return None  # not representable (NaN cannot be stored); the wire refuses these anyway
+@functools.lru_cache(maxsize=100_000)
+def _series_key(measurement: str, community: str, gateway: str, dev: str, building: str) -> str:
+    """The measurement and tag set of one device's series, escaped once."""
+    tags = f"community={_tag(community)},gateway={_tag(gateway)},device={_tag(dev)}"
+    if building:
+        tags = f"building={_tag(building)},{tags}"
+    return f"{measurement},{tags}"
 
 
 def encode_item(community: str, gateway: str, item: Item, building: str = "") -> str | None:
     """One line for one item (without the newline), or None if it has no storable field.
     ``building`` (from the registry) becomes a tag when it is not empty."""
-    base = f"community={_tag(community)},gateway={_tag(gateway)},device={_tag(item.dev)}"
-    if building:
-        base = f"building={_tag(building)},{base}"
     if isinstance(item, Event):
+        base = _series_key(EVENTS_MEASUREMENT, community, gateway, item.dev, building)
         data = _string(_json.encode(item.data).decode())
         return (
-            f"{EVENTS_MEASUREMENT},{base},kind={item.kind},event={_tag(item.event)},"
+            f"{base},kind={item.kind},event={_tag(item.event)},"
             f"state={item.state} data={data} {item.t}"
         )
-    fields = []
-    for name, value in sorted(item.fields.items()):
-        encoded = _field(item.kind, name, value)
-        if encoded is not None:
-            fields.append(f"{_tag(name)}={encoded}")
+    base = _series_key(item.kind, community, gateway, item.dev, building)
+    kind = item.kind
+    fields = [
+        encoded
+        for name in sorted(item.fields)
+        if (encoded := _field_encoder(kind, name)(item.fields[name])) is not None
+    ]
     if not fields:
         return None
-    return f"{item.kind},{base} {','.join(fields)} {item.t}"
+    return f"{base} {','.join(fields)} {item.t}"
 
 
 def encode_items(

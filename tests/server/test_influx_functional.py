@@ -25,7 +25,7 @@ from aiohttp import web
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
 from collectors.wire import Envelope, Event, Item, Reading, encode_envelope
-from server.telemetry.influx import InfluxTarget, InfluxWriter, open_influx_writer
+from server.telemetry.influx import BATCH_LINES, InfluxTarget, InfluxWriter, open_influx_writer
 from tests.conftest import (
     DEMO_REGISTRY,
     Broker,
@@ -364,3 +364,18 @@ async def test_server_writes_what_it_ingests_to_influxdb(
         ] == [(T0 + 777, "el-2-1", "trapped", "start", "elevator", COMMUNITY, "gw-1")]
     finally:
         assert stop(srv.proc) == 0, srv.log.read_text()[-3000:]
+
+
+async def test_flush_waits_for_the_batch_the_batcher_has_in_hand(
+    influxd: Influxd, writer: InfluxWriter
+) -> None:
+    # A full batch wakes the batcher, which takes the lines and awaits its spool insert;
+    # a flush() at that moment once saw an empty buffer and returned before they were sent.
+    for k in range(3):
+        items = elevator_readings(BATCH_LINES, start=T0 + k * 10_000_000)
+        await writer.write(COMMUNITY, "gw-1", items)
+        for _ in range(10):  # until the batcher holds the lines and awaits the spool
+            await asyncio.sleep(0)
+        assert writer.counts["lines_written"] == k * BATCH_LINES
+        await asyncio.wait_for(writer.flush(), 30)
+        assert writer.counts["lines_written"] == (k + 1) * BATCH_LINES
