@@ -47,6 +47,7 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/parsers.py
 	$(BIN)/python bench/modbus_cycle.py
+	$(BIN)/python bench/influx.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,7 @@ from typing import Final
 import msgspec
 
 from collectors.points import field_type
-from collectors.wire import Event, Item
+from collectors.wire import FIELDS_BY_KIND, Event, Item
 
 __all__ = ["EVENTS_MEASUREMENT", "encode_item", "encode_items", "encode_status"]
 
@@ -92,6 +92,12 @@ def _field_encoder(kind: str, name: str) -> FieldEncoder:
     return lambda v: key + _quoted(v) if type(v) is str and len(v) < 64 else general(v)
 
 
+_ENCODERS: Final = {
+    kind: {name: _field_encoder(kind, name) for name in schema.__struct_fields__}
+    for kind, schema in FIELDS_BY_KIND.items()
+}
+
+
 @functools.lru_cache(maxsize=100_000)
 def _series_key(measurement: str, community: str, gateway: str, dev: str, building: str) -> str:
     """The measurement and tag set of one device's series, escaped once."""
@@ -111,12 +117,14 @@ def encode_item(community: str, gateway: str, item: Item, building: str = "") ->
             f"{base},kind={item.kind},event={_tag(item.event)},"
             f"state={item.state} data={data} {item.t}"
         )
-    base = _series_key(item.kind, community, gateway, item.dev, building)
     kind = item.kind
+    base = _series_key(kind, community, gateway, item.dev, building)
+    values = item.fields
+    encoders = _ENCODERS.get(kind, {})
     fields = [
         encoded
-        for name in sorted(item.fields)
-        if (encoded := _field_encoder(kind, name)(item.fields[name])) is not None
+        for name in sorted(values)
+        if (encoded := (encoders.get(name) or _field_encoder(kind, name))(values[name])) is not None
     ]
     if not fields:
         return None
