@@ -63,6 +63,7 @@ async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
                 bucket=settings.influx_bucket,
                 username=settings.influx_username,
                 password=settings.influx_password,
+                gzip=settings.influx_gzip,
             )
             influx = await stack.enter_async_context(
                 open_influx_writer(

@@ -175,6 +175,7 @@ async def _influx_setup(settings: Settings, backfill_days: int | None) -> int:
         bucket=settings.influx_bucket,
         username=settings.influx_username,
         password=settings.influx_password,
+        gzip=settings.influx_gzip,
     )
     backfill = None
     if backfill_days is not None:

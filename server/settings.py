@@ -20,6 +20,7 @@ setting (TOML key)           environment variable            default
 ``influx_password``          ``LINLI_INFLUX_PASSWORD``
 ``influx_spool_path``        ``LINLI_INFLUX_SPOOL_PATH``     ``var/influx-spool.db``
 ``influx_spool_max_mb``      ``LINLI_INFLUX_SPOOL_MAX_MB``   ``1024``
+``influx_gzip``              ``LINLI_INFLUX_GZIP``           ``true`` (gzip request bodies)
 ``influx_raw_days``          ``LINLI_INFLUX_RAW_DAYS``       ``90`` (raw points kept)
 ``influx_rollup_days``       ``LINLI_INFLUX_ROLLUP_DAYS``    ``1095`` (hourly roll-ups kept)
 ``timezone``                 ``LINLI_TIMEZONE``              ``Asia/Shanghai`` (local days)
@@ -64,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     influx_password: str | None = None
     influx_spool_path: str = "var/influx-spool.db"
     influx_spool_max_mb: int = 1024
+    influx_gzip: bool = True
     influx_raw_days: int = 90
     influx_rollup_days: int = 1095
     timezone: str = "Asia/Shanghai"

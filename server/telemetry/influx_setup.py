@@ -49,6 +49,11 @@ class SetupError(Exception):
     """Setup could not finish; the message names the step and InfluxDB's answer."""
 
 
+def _why(exc: BaseException) -> str:
+    """An exception as a technician reads it (a timeout has no message of its own)."""
+    return str(exc) or type(exc).__name__
+
+
 def _rollup_select(kind: str) -> str:
     parts = []
     for name in FIELDS_BY_KIND[kind].__struct_fields__:
@@ -301,5 +306,5 @@ async def setup(
                     " set with the 3.x tools (docs/telemetry.md); nothing to do here"
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SetupError(f"InfluxDB at {target.url} did not answer: {exc!r}") from exc
+            raise SetupError(f"InfluxDB at {target.url} did not answer: {_why(exc)}") from exc
     return client.log

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 QUERY_TIMEOUT_S: Final = 60.0
 
 
+def _why(exc: BaseException) -> str:
+    """An exception as a technician reads it (a timeout has no message of its own)."""
+    return str(exc) or type(exc).__name__
+
+
 def ident(name: str) -> str:
     """A double-quoted InfluxQL identifier."""
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -63,7 +68,7 @@ class InfluxQLReader:
         try:
             version = await self._writer.detect_version()
         except (aiohttp.ClientError, TimeoutError, TelemetryWriteError) as exc:
-            raise TelemetryQueryError(f"InfluxDB at {t.url} did not answer: {exc!r}") from exc
+            raise TelemetryQueryError(f"InfluxDB at {t.url} did not answer: {_why(exc)}") from exc
         params = {"db": t.database, "q": statement, "epoch": "ms"}
         headers = {}
         if version in ("2", "3"):
@@ -79,7 +84,7 @@ class InfluxQLReader:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TelemetryQueryError(f"InfluxDB at {t.url} did not answer: {exc!r}") from exc
+            raise TelemetryQueryError(f"InfluxDB at {t.url} did not answer: {_why(exc)}") from exc
         try:
             body = json.loads(text)
         except ValueError:
