@@ -32,8 +32,8 @@ from server.keys import (
 from server.livestate import LiveState
 from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
 from server.registry import RegistryIndex, load_registry_index
-from server.settings import Settings
-from server.telemetry.influx import InfluxTarget, open_influx_writer
+from server.settings import Settings, influx_target
+from server.telemetry.influx import open_influx_writer
 from server.telemetry.influxql import InfluxQLReader
 from server.telemetry.sqlite_store import open_sqlite_store
 
@@ -54,17 +54,7 @@ async def _telemetry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stack:
         if settings.influx_url:
-            target = InfluxTarget(
-                url=settings.influx_url.rstrip("/"),
-                version=settings.influx_version,
-                database=settings.influx_database,
-                token=settings.influx_token,
-                org=settings.influx_org,
-                bucket=settings.influx_bucket,
-                username=settings.influx_username,
-                password=settings.influx_password,
-                gzip=settings.influx_gzip,
-            )
+            target = influx_target(settings)
             influx = await stack.enter_async_context(
                 open_influx_writer(
                     target,

@@ -32,7 +32,7 @@ from collectors.yamlconf import ConfigError
 from server.app import create_app
 from server.db import open_database
 from server.registry import import_registry, load_registry
-from server.settings import Settings, load_settings
+from server.settings import Settings, influx_target, load_settings
 
 __all__ = ["main", "serve", "stop_on_signals"]
 
@@ -161,22 +161,11 @@ async def _registry_import(path: Path, settings: Settings) -> int:
 
 
 async def _influx_setup(settings: Settings, backfill_days: int | None) -> int:
-    from server.telemetry.influx import InfluxTarget  # noqa: PLC0415
     from server.telemetry.influx_setup import SetupError, setup  # noqa: PLC0415
 
     if not settings.influx_url:
         raise ConfigError.one("settings", None, "influx_url", "is not set (LINLI_INFLUX_URL)")
-    target = InfluxTarget(
-        url=settings.influx_url.rstrip("/"),
-        version=settings.influx_version,
-        database=settings.influx_database,
-        token=settings.influx_token,
-        org=settings.influx_org,
-        bucket=settings.influx_bucket,
-        username=settings.influx_username,
-        password=settings.influx_password,
-        gzip=settings.influx_gzip,
-    )
+    target = influx_target(settings)
     backfill = None
     if backfill_days is not None:
         if not 1 <= backfill_days <= settings.influx_raw_days:

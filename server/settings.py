@@ -43,8 +43,9 @@ import msgspec
 from collectors.mqtturl import parse_mqtt_url
 from collectors.wire import DEFAULT_TOPIC_PREFIX
 from collectors.yamlconf import ConfigError
+from server.telemetry.influx import InfluxTarget
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "influx_target", "load_settings"]
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -128,3 +129,19 @@ def load_settings(
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings
+
+
+def influx_target(settings: Settings) -> InfluxTarget:
+    """Where the InfluxDB settings point (``influx_url`` must be set)."""
+    assert settings.influx_url
+    return InfluxTarget(
+        url=settings.influx_url.rstrip("/"),
+        version=settings.influx_version,
+        database=settings.influx_database,
+        token=settings.influx_token,
+        org=settings.influx_org,
+        bucket=settings.influx_bucket,
+        username=settings.influx_username,
+        password=settings.influx_password,
+        gzip=settings.influx_gzip,
+    )

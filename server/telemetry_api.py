@@ -8,7 +8,6 @@ for a bad parameter, 404 for an unknown community or device, 502 when InfluxDB f
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from collectors.wire import EVENTS_BY_KIND
+from server.http_json import int_param, json_error
 from server.keys import INGEST, SETTINGS, TELEMETRY_READER
 from server.telemetry.queries import (
     TelemetryQueryError,
@@ -39,26 +39,6 @@ MAX_RANGE_MS: Final = 400 * DAY_MS
 DEFAULT_FIGURE_DAYS: Final = 30
 
 
-def _error(cls: type[web.HTTPError], message: str) -> web.HTTPError:
-    return cls(
-        text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json"
-    )
-
-
-def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        message = f"query parameter {name}={raw!r} is not an integer"
-        raise _error(web.HTTPBadRequest, message) from None
-    if not lo <= value <= hi:
-        raise _error(web.HTTPBadRequest, f"query parameter {name}={value} is outside {lo}..{hi}")
-    return value
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -68,16 +48,16 @@ def _range(
 ) -> tuple[int, int]:
     """``since``/``until`` from the query; by default the ``default_ms`` before now (from a
     local midnight when ``align_days``)."""
-    until = _int(request, "until", _now_ms(), 0, 2**62)
+    until = int_param(request, "until", _now_ms(), 0, 2**62)
     default_since = until - default_ms
     if align_days:
         offset = day_offset_ms(request.app[SETTINGS].timezone, default_since)
         default_since = (default_since + offset) // DAY_MS * DAY_MS - offset
-    since = _int(request, "since", default_since, 0, 2**62)
+    since = int_param(request, "since", default_since, 0, 2**62)
     if since >= until:
-        raise _error(web.HTTPBadRequest, f"since={since} must be before until={until}")
+        raise json_error(web.HTTPBadRequest, f"since={since} must be before until={until}")
     if bounded and until - since > MAX_RANGE_MS:
-        raise _error(
+        raise json_error(
             web.HTTPBadRequest,
             f"since..until spans {(until - since) / DAY_MS:.1f} days; at most "
             f"{MAX_RANGE_MS // DAY_MS} days per request",
@@ -88,7 +68,7 @@ def _range(
 def _community(request: web.Request) -> str:
     community = request.match_info["community"]
     if community not in request.app[INGEST].registry.communities:
-        raise _error(web.HTTPNotFound, f"no community {community!r} in the registry")
+        raise json_error(web.HTTPNotFound, f"no community {community!r} in the registry")
     return community
 
 
@@ -101,7 +81,7 @@ async def _ask(call: Awaitable[T]) -> T:
     try:
         return await call
     except TelemetryQueryError as exc:
-        raise _error(web.HTTPBadGateway, str(exc)) from exc
+        raise json_error(web.HTTPBadGateway, str(exc)) from exc
 
 
 def _retention_note(request: web.Request, since: int) -> dict[str, str]:
@@ -120,9 +100,9 @@ async def device_items(request: web.Request) -> web.Response:
     dev = request.match_info["dev"]
     info = request.app[INGEST].registry.devices.get((community, dev))
     if info is None:
-        raise _error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
+        raise json_error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
     since, until = _range(request, 3_600_000, align_days=False, bounded=False)
-    limit = _int(request, "limit", 1000, 1, MAX_ITEMS)
+    limit = int_param(request, "limit", 1000, 1, MAX_ITEMS)
     rows = await _ask(
         request.app[TELEMETRY_READER].items(
             community, dev, info.kind, since=since, until=until, limit=limit
@@ -139,9 +119,9 @@ async def device_series(request: web.Request) -> web.Response:
     dev = request.match_info["dev"]
     info = request.app[INGEST].registry.devices.get((community, dev))
     if info is None:
-        raise _error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
+        raise json_error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
     since, until = _range(request, DAY_MS, align_days=False)
-    points = _int(request, "points", DEFAULT_POINTS, 10, MAX_POINTS)
+    points = int_param(request, "points", DEFAULT_POINTS, 10, MAX_POINTS)
     reader = request.app[TELEMETRY_READER]
     raw = await _ask(
         reader.items(community, dev, info.kind, since=since, until=until, limit=points + 1)

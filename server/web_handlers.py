@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
 from server import models
+from server.http_json import json_error
 from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
 from server.telemetry_api import add_telemetry_routes
 
@@ -27,29 +28,12 @@ SSE_MIN_INTERVAL_S: Final = 0.25
 SSE_KEEPALIVE_S: Final = 15.0
 
 
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json"
-    )
+def _bad_request(message: str) -> web.HTTPError:
+    return json_error(web.HTTPBadRequest, message)
 
 
-def _not_found(message: str) -> web.HTTPNotFound:
-    return web.HTTPNotFound(
-        text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json"
-    )
-
-
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad_request(f"query parameter {name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise _bad_request(f"query parameter {name}={value} is outside {lo}..{hi}")
-    return value
+def _not_found(message: str) -> web.HTTPError:
+    return json_error(web.HTTPNotFound, message)
 
 
 async def index(_request: web.Request) -> web.FileResponse:
