@@ -28,10 +28,6 @@ SSE_MIN_INTERVAL_S: Final = 0.25
 SSE_KEEPALIVE_S: Final = 15.0
 
 
-def _bad_request(message: str) -> web.HTTPError:
-    return json_error(web.HTTPBadRequest, message)
-
-
 def _not_found(message: str) -> web.HTTPError:
     return json_error(web.HTTPNotFound, message)
 

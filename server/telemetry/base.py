@@ -7,7 +7,7 @@ from typing import Protocol
 
 from collectors.wire import Item
 
-__all__ = ["TeeWriter", "TelemetryWriteError", "TelemetryWriter"]
+__all__ = ["TelemetryWriteError", "TelemetryWriter"]
 
 
 class TelemetryWriteError(Exception):
@@ -33,25 +33,3 @@ class TelemetryWriter(Protocol):
     async def flush(self) -> None:
         """Return once everything queued before the call is stored."""
         ...
-
-
-class TeeWriter:
-    """Hands every write to several stores, in order (the embedded one and InfluxDB)."""
-
-    def __init__(self, writers: Sequence[TelemetryWriter]) -> None:
-        self.writers = list(writers)
-
-    async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
-        """Queue ``items`` in every store."""
-        for writer in self.writers:
-            await writer.write(community, gateway, items)
-
-    async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
-        """Queue a gateway status in every store."""
-        for writer in self.writers:
-            await writer.write_status(community, gateway, status, t)
-
-    async def flush(self) -> None:
-        """Flush every store."""
-        for writer in self.writers:
-            await writer.flush()

@@ -346,8 +346,10 @@ async def fire_lane_occupancy(
     lookback_ms: int,
 ) -> dict[str, Any]:
     """Minutes each lane was occupied per local day, and the share of known time."""
+    # Sensors report at least every heartbeat (minutes), so the state at ``since`` is in
+    # the last day: no need to scan the whole look-back of readings for it.
     seed = await reader.last_field(
-        community, "fire_lane", "occupied", after=since - lookback_ms, before=since
+        community, "fire_lane", "occupied", after=since - min(lookback_ms, DAY_MS), before=since
     )
     points = await reader.field_points(community, "fire_lane", "occupied", since=since, until=until)
     faults_before = await reader.last_events(

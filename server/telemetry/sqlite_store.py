@@ -146,12 +146,6 @@ class SqliteTelemetryStore:
                     out.setdefault(f"{com}/{dev}", {"readings": 0, "events": 0})[table] = n
         return out
 
-    async def items(
-        self, community: str, dev: str, kind: str, *, since: int, until: int, limit: int
-    ) -> list[dict[str, Any]]:
-        """A device's readings and events in [since, until), oldest first, at most ``limit``."""
-        return await self.history(community, dev, since=since, until=until, limit=limit)
-
     async def series(
         self, community: str, dev: str, kind: str, *, since: int, until: int, interval: int
     ) -> list[dict[str, Any]]:
@@ -251,8 +245,8 @@ class SqliteTelemetryStore:
         ) as cur:
             return {(dev, day): (lo, hi) async for dev, day, lo, hi in cur}
 
-    async def history(
-        self, community: str, dev: str, *, since: int, until: int, limit: int
+    async def items(
+        self, community: str, dev: str, kind: str, *, since: int, until: int, limit: int
     ) -> list[dict[str, Any]]:
         """A device's readings and events in [since, until), oldest first, at most ``limit``."""
         rows: list[dict[str, Any]] = []
