@@ -23,6 +23,22 @@ pytestmark = pytest.mark.functional
 HOUR = 3_600_000
 
 
+async def write_through_writer(
+    influxd: Influxd, tmp: Path, items: list[Item], offline_at: int | None = None
+) -> None:
+    """Items (and gw-1 going offline) into database linli, as the server writes them."""
+    async with open_influx_writer(
+        InfluxTarget(url=influxd.url, database="linli"),
+        tmp / "spool.db",
+        spool_max_bytes=1 << 24,
+        backoff=False,
+    ) as writer:
+        await writer.write("meihuayuan", "gw-1", items)
+        if offline_at is not None:
+            await writer.write_status("meihuayuan", "gw-1", "offline", offline_at)
+        await writer.flush()
+
+
 def run_setup(url: str, *args: str, **env: str) -> tuple[int, str, str]:
     done = run_linli("influx", "setup", *args, env={"LINLI_INFLUX_URL": url, **env})
     return done.returncode, done.stdout, done.stderr
@@ -59,14 +75,7 @@ async def test_v1_retention_continuous_queries_and_backfill(
         Event(h0 + 9, "el-1-1", "elevator", "trapped", "end", {}),
         Event(h0 + 10, "el-1-1", "elevator", "trapped", "start", {}),
     ]
-    async with open_influx_writer(
-        InfluxTarget(url=influxd.url, database="linli"),
-        tmp_path / "spool.db",
-        spool_max_bytes=1 << 24,
-        backoff=False,
-    ) as writer:
-        await writer.write("meihuayuan", "gw-1", items)
-        await writer.flush()
+    await write_through_writer(influxd, tmp_path, items)
     code, out, err = run_setup(influxd.url, "--backfill-days", "1")
     assert code == 0, err
     assert 'backfill "linli"."rollup"."elevator_1h": 1 points' in out
@@ -220,15 +229,7 @@ async def test_grafana_dashboard_queries_run_on_influxdb(influxd: Influxd, tmp_p
         Reading(now - 200_000, "gt-north", "gate", {"passages": 7}),
         Event(now - 100_000, "el-1-1", "elevator", "trapped", "start", {}),
     ]
-    async with open_influx_writer(
-        InfluxTarget(url=influxd.url, database="linli"),
-        tmp_path / "spool.db",
-        spool_max_bytes=1 << 24,
-        backoff=False,
-    ) as writer:
-        await writer.write("meihuayuan", "gw-1", items)
-        await writer.write_status("meihuayuan", "gw-1", "offline", now - 50_000)
-        await writer.flush()
+    await write_through_writer(influxd, tmp_path, items, offline_at=now - 50_000)
     dashboard = json.loads((ROOT / "docs/grafana/linli-influxdb-dashboard.json").read_text())
     macros = {
         "$timeFilter": "time > now() - 1h",
