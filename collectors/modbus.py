@@ -13,6 +13,7 @@ first, so that a saturated bus degrades to round-robin instead of starving anyon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -156,6 +157,31 @@ class ModbusBus:
             return ReadResult("ok", pack_bits(response.bits[: read.count]))
         return ReadResult("ok", ModbusPlan.registers_to_bytes(response.registers))
 
+    async def write_coil(
+        self, unit: int, address: int, value: bool, *, timeout_s: float
+    ) -> Outcome:
+        """Write one coil (an output relay) on device ``unit``; one attempt, no retry (a
+        relay that switched but whose answer was lost must not be pulsed twice)."""
+        async with self._lock:
+            wait = self._quiet_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._rx.clear()
+            try:
+                response: ModbusPDU = await asyncio.wait_for(
+                    self._client.write_coil(address, value, device_id=unit), timeout_s
+                )
+            except TimeoutError:
+                return self._classify_silence()
+            except ModbusException as exc:
+                log.warning("%s: unit %d: %s", self.port, unit, exc)
+                return "io"
+            finally:
+                self._quiet_at = time.monotonic() + self.gap_s
+            outcome: Outcome = "exception" if response.isError() else "ok"
+            self.counts[outcome] += 1
+            return outcome
+
     def _classify_silence(self) -> Outcome:
         """A timeout with bytes received is a corrupted answer; without, the device is silent."""
         rx = bytes(self._rx)
@@ -211,6 +237,7 @@ class ModbusCollector:
         self.counts: Counter[str] = Counter()
         self.bus: ModbusBus | None = None
         self._clock = clock
+        self._wake = asyncio.Event()
 
     async def run(self, emit: Emit) -> None:
         """Open the line and poll until cancelled; reopen the port if it fails."""
@@ -242,7 +269,10 @@ class ModbusCollector:
             polled = min(self.devices, key=lambda d: d.due)
             wait = polled.due - loop.time()
             if wait > 0:
-                await asyncio.sleep(wait)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue  # a re-read request may have changed who is due
             polled.due = max(polled.due + polled.interval_s, loop.time())
             for item in await self.poll(bus, polled):
                 await emit(item)
@@ -280,6 +310,31 @@ class ModbusCollector:
         for problem in sample.problems:
             log.debug("%s: %s: %s", self.name, polled.device.id, problem)
         return polled.tracker.sample(self._clock(), sample)
+
+    def reread(self, dev: str) -> bool:
+        """Poll ``dev`` now and send a full reading even if nothing changed; False if unknown."""
+        for polled in self.devices:
+            if polled.device.id == dev:
+                polled.due = 0.0
+                polled.tracker.last_reading_t = None
+                self._wake.set()
+                return True
+        return False
+
+    async def write_coil(self, unit: int, coil: int, value: bool) -> str | None:
+        """Drive an output through this line; ``None`` on success, else what went wrong."""
+        bus = self.bus
+        if bus is None or not bus.connected:
+            return f"{self.name}: the serial line {self.port} is not open"
+        outcome = await bus.write_coil(unit, coil, value, timeout_s=1.0)
+        return None if outcome == "ok" else f"{self.name}: unit {unit} coil {coil}: {outcome}"
+
+    def poll_success(self) -> dict[str, tuple[int, int]]:
+        """Per device: (good answers, missed polls) so far."""
+        return {
+            d.device.id: (d.tracker.counts["samples"], d.tracker.counts["misses"])
+            for d in self.devices
+        }
 
     def device_counts(self) -> dict[str, dict[str, int]]:
         """Per-device counters (samples, misses, offline, exceptions, value problems)."""

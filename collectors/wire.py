@@ -48,6 +48,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_T_MS",
     "MIN_T_MS",
+    "POLL_OK_PREFIX",
     "PROTOCOL_VERSION",
     "DeviceKind",
     "Envelope",
@@ -55,6 +56,7 @@ __all__ = [
     "EventState",
     "GatewayStatus",
     "Item",
+    "ItemKind",
     "Reading",
     "TopicAddress",
     "WireError",
@@ -81,6 +83,11 @@ MAX_T_MS: Final = 4_102_444_800_000
 ID_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 DeviceKind = Literal["elevator", "fire_lane", "gate", "fire_panel"]
+#: What an item can be about: a device, or the gateway itself (its periodic health item,
+#: ``dev`` being the gateway's id).
+ItemKind = Literal["elevator", "fire_lane", "gate", "fire_panel", "gateway"]
+#: Per-device poll success in a gateway health item: ``poll_ok.<device id>``, 0..1.
+POLL_OK_PREFIX: Final = "poll_ok."
 EventState = Literal["start", "end", "instant"]
 FieldValue = bool | int | float | str
 
@@ -158,11 +165,29 @@ class FirePanelFields(_Fields, frozen=True):
     alarm: bool | None = None
 
 
+class GatewayFields(_Fields, frozen=True):
+    """A gateway's health item (besides per-device ``poll_ok.<dev>`` shares, 0..1)."""
+
+    queue_depth: int | None = None  # items not yet acknowledged by the broker
+    oldest_unsent_s: float | None = None
+    disk_bytes: int | None = None  # the queue's file and WAL
+    budget_bytes: int | None = None
+    thinned: int | None = None  # routine readings dropped under the disk budget, ever
+    reconnects: int | None = None  # uplink connections lost since start
+    clock_offset_ms: int | None = None  # server clock minus gateway clock (last command)
+    devices: int | None = None
+    devices_ok: int | None = None  # devices whose polls all succeeded in the period
+    software: str | None = None
+    config_version: int | None = None
+    uptime_s: float | None = None
+
+
 FIELDS_BY_KIND: Final[dict[str, type[_Fields]]] = {
     "elevator": ElevatorFields,
     "fire_lane": FireLaneFields,
     "gate": GateFields,
     "fire_panel": FirePanelFields,
+    "gateway": GatewayFields,
 }
 
 #: Event names per kind, with the regulator platform codes (GB/T 24476) in DOMAIN.md.
@@ -205,9 +230,11 @@ EVENTS_BY_KIND: Final[dict[str, frozenset[str]]] = {
         }
     ),
     "fire_panel": frozenset({"fire_alarm", "comm_lost"}),
+    "gateway": frozenset({"gateway_offline"}),
 }
 
-assert set(FIELDS_BY_KIND) == set(get_args(DeviceKind)) == set(EVENTS_BY_KIND)
+assert set(FIELDS_BY_KIND) == set(get_args(ItemKind)) == set(EVENTS_BY_KIND)
+assert set(get_args(ItemKind)) == {*get_args(DeviceKind), "gateway"}
 
 
 # --- items and envelope -----------------------------------------------------------------
@@ -218,7 +245,7 @@ class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     t: int
     dev: str
-    kind: DeviceKind
+    kind: ItemKind
     fields: dict[str, FieldValue]
 
 
@@ -227,7 +254,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
 
     t: int
     dev: str
-    kind: DeviceKind
+    kind: ItemKind
     event: str
     state: EventState
     data: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -236,12 +263,26 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
 Item = Reading | Event
 
 
+def _check_poll_shares(fields: dict[str, FieldValue]) -> dict[str, FieldValue]:
+    """Check a health item's ``poll_ok.<dev>`` fields; return the others."""
+    rest: dict[str, FieldValue] = {}
+    for name, value in fields.items():
+        if not name.startswith(POLL_OK_PREFIX):
+            rest[name] = value
+            continue
+        if not ID_PATTERN.match(name[len(POLL_OK_PREFIX) :]):
+            raise ValueError(f"field {name!r}: the device id is not a slug")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"field {name!r}: expected a share between 0 and 1, got {value!r}")
+    return rest
+
+
 class _WireItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Decoding shape of an item: a reading or an event, told apart by their keys."""
 
     t: int
     dev: str
-    kind: DeviceKind
+    kind: ItemKind
     fields: dict[str, FieldValue] | None = None
     event: str | None = None
     state: EventState | None = None
@@ -257,8 +298,11 @@ class _WireItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError("an item needs 'fields' (a reading) or 'event' (an event)")
             if self.state is not None or self.data is not None:
                 raise ValueError("a reading has no 'state' or 'data'; did you mean an event?")
+            fields = self.fields
+            if self.kind == "gateway":
+                fields = _check_poll_shares(fields)
             try:
-                msgspec.convert(self.fields, FIELDS_BY_KIND[self.kind])
+                msgspec.convert(fields, FIELDS_BY_KIND[self.kind])
             except msgspec.ValidationError as exc:
                 raise ValueError(f"field of {self.kind}: {exc}") from exc
         else:

@@ -2,7 +2,9 @@
 
 Validated once at load (:func:`collectors.yamlconf.load_yaml`); errors name file, line and
 key, including references to device profiles that do not exist or speak another protocol.
-Issue 4 adds credentials, edge-rule settings and remote configuration.
+The same checks apply to a configuration the server sends (:func:`parse_remote`), which may
+replace the sections in :data:`REMOTE_SECTIONS` but never the gateway's identity, its
+uplink or where it keeps its state.
 
 Example (firmware_configs/sites/example.yaml is a complete one)::
 
@@ -12,6 +14,17 @@ Example (firmware_configs/sites/example.yaml is a complete one)::
     state_dir: /var/lib/linli/gw-1
     uplink: {url: "mqtt://broker.example:1883", prefix: linli/v1}
     profile_dirs: [/etc/linli/firmware_configs]
+    queue: {budget_mb: 256, synchronous: full}
+    health_interval_s: 60
+    edge:
+      fire_lane: {dwell_s: 60, repeat_s: 60}
+      trapped: {outside_door_zone_s: 15, doors_closed_at_landing_s: 90}
+      fire_release: {gates: [gt-1]}
+    outputs:
+      - {device: fl-2, action: voice_warning,
+         mqtt: {url: "mqtt://127.0.0.1:1883", topic: aibox/box-01/speaker,
+                payload: '{"play": "fire_lane"}'}}
+      - {device: gt-1, action: unlock, modbus: {collector: rs485-1, unit: 9, coil: 0}}
     collectors:
       - type: modbus
         name: rs485-1
@@ -50,14 +63,21 @@ from collectors.profile import (
     load_profiles,
 )
 from collectors.wire import DEFAULT_TOPIC_PREFIX, ID_PATTERN, DeviceKind
-from collectors.yamlconf import load_yaml
+from collectors.yamlconf import ConfigError, load_yaml, load_yaml_text
+from gateway.edge import EdgeConfig
 
 __all__ = [
+    "REMOTE_SECTIONS",
     "BatchConfig",
     "LocalMqttConfig",
     "ModbusBusConfig",
+    "ModbusCoilOutput",
     "ModbusDeviceConfig",
     "MqttDeviceConfig",
+    "MqttOutput",
+    "OutputConfig",
+    "QueueConfig",
+    "RemoteConfig",
     "SerialBusConfig",
     "SerialDeviceConfig",
     "SimDeviceConfig",
@@ -66,6 +86,7 @@ __all__ = [
     "UplinkConfig",
     "load_site",
     "load_site_with_profiles",
+    "parse_remote",
 ]
 
 
@@ -159,6 +180,40 @@ class LocalMqttConfig(_Conf, frozen=True, tag="mqtt", tag_field="type"):
 CollectorConfig = SimulatorConfig | ModbusBusConfig | SerialBusConfig | LocalMqttConfig
 
 
+class QueueConfig(_Conf, frozen=True):
+    """The store-and-forward queue: its disk budget and how hard each commit is flushed."""
+
+    budget_mb: float = 256.0
+    #: ``full`` survives a power cut; ``normal`` survives a process crash only.
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class MqttOutput(_Conf, frozen=True):
+    """Drive an output by publishing ``payload`` to ``topic`` on a (local) broker."""
+
+    url: str
+    topic: str
+    payload: str = "{}"
+
+
+class ModbusCoilOutput(_Conf, frozen=True):
+    """Drive an output by writing a coil through one of this gateway's Modbus lines."""
+
+    collector: str
+    unit: int
+    coil: int
+    value: bool = True
+
+
+class OutputConfig(_Conf, frozen=True):
+    """How one on-site action is carried out for one device: exactly one of mqtt or modbus."""
+
+    device: str
+    action: Literal["voice_warning", "unlock", "lock"]
+    mqtt: MqttOutput | None = None
+    modbus: ModbusCoilOutput | None = None
+
+
 class SiteConfig(_Conf, frozen=True):
     """Everything one gateway needs to run."""
 
@@ -171,6 +226,53 @@ class SiteConfig(_Conf, frozen=True):
     batch: BatchConfig = BatchConfig()
     #: Directories of device profiles, relative to the site file (absolute after loading).
     profile_dirs: list[str] = []
+    queue: QueueConfig = QueueConfig()
+    edge: EdgeConfig = EdgeConfig()
+    outputs: list[OutputConfig] = []
+    #: Seconds between health items; 0 turns them off.
+    health_interval_s: float = 60.0
+    #: The version of the last configuration received from the server (0: the local file).
+    config_version: int = 0
+
+    def device_kinds(self, profiles: Mapping[str, Profile]) -> dict[str, DeviceKind]:
+        """Every device on this gateway and its kind."""
+        kinds: dict[str, DeviceKind] = {}
+        for col in self.collectors:
+            if isinstance(col, SimulatorConfig):
+                kinds.update((d.id, d.kind) for d in col.devices)
+            elif isinstance(col, SerialBusConfig):
+                prof = profiles.get(col.profile)
+                if prof is not None:
+                    kinds.update((d.id, prof.kind) for d in col.devices)
+            else:
+                for d in col.devices:
+                    prof = profiles.get(d.profile)
+                    if prof is not None:
+                        kinds[d.id] = prof.kind
+        return kinds
+
+
+#: The sections a remote configuration may replace; the rest is the gateway's own.
+REMOTE_SECTIONS: tuple[str, ...] = (
+    "collectors",
+    "batch",
+    "queue",
+    "edge",
+    "outputs",
+    "health_interval_s",
+)
+
+
+class RemoteConfig(_Conf, frozen=True):
+    """The server's retained ``config`` message: a version and the sections it replaces."""
+
+    config_version: int
+    collectors: list[CollectorConfig] | None = None
+    batch: BatchConfig | None = None
+    queue: QueueConfig | None = None
+    edge: EdgeConfig | None = None
+    outputs: list[OutputConfig] | None = None
+    health_interval_s: float | None = None
 
 
 _PROTOCOL = {"modbus": "modbus_rtu", "serial": "framed_serial", "mqtt": "mqtt"}
@@ -190,6 +292,11 @@ def _check(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[tuple[
     b = site.batch
     if b.max_items < 1 or b.max_bytes < 1024 or b.max_age_ms < 0:
         yield "batch", "max_items >= 1, max_bytes >= 1024 and max_age_ms >= 0 are required"
+    if not site.queue.budget_mb > 0:
+        yield "queue.budget_mb", "must be more than 0"
+    if site.health_interval_s < 0:
+        yield "health_interval_s", "must be 0 (off) or more"
+    yield from _check_edge(site, profiles)
     seen: set[str] = set()
     names: set[str] = set()
     for i, col in enumerate(site.collectors):
@@ -269,6 +376,76 @@ def _check_profiles(
         keys = [(d.profile, str(d.address)) for d in col.devices]
         if len(set(keys)) != len(keys):
             yield f"{cpath}.devices", "two devices share a profile and address"
+
+
+def _check_edge(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[tuple[str, str]]:
+    kinds = site.device_kinds(profiles)
+    rules = site.edge
+    for name, value in (
+        ("edge.fire_lane.dwell_s", rules.fire_lane.dwell_s),
+        ("edge.fire_lane.repeat_s", rules.fire_lane.repeat_s),
+        ("edge.trapped.outside_door_zone_s", rules.trapped.outside_door_zone_s),
+        ("edge.trapped.doors_closed_at_landing_s", rules.trapped.doors_closed_at_landing_s),
+    ):
+        if value <= 0:
+            yield name, "must be more than 0 seconds"
+    for i, gate in enumerate(rules.fire_release.gates):
+        if kinds.get(gate) != "gate":
+            yield f"edge.fire_release.gates[{i}]", f"{gate!r} is not a gate on this gateway"
+    modbus = {c.name for c in site.collectors if isinstance(c, ModbusBusConfig)}
+    wanted = {"voice_warning": "fire_lane", "unlock": "gate", "lock": "gate"}
+    seen: set[tuple[str, str]] = set()
+    for i, out in enumerate(site.outputs):
+        path = f"outputs[{i}]"
+        kind = kinds.get(out.device)
+        if kind is None:
+            yield f"{path}.device", f"{out.device!r} is not a device on this gateway"
+        elif kind != wanted[out.action]:
+            yield f"{path}.action", f"{out.action} is for a {wanted[out.action]}, not a {kind}"
+        if (out.device, out.action) in seen:
+            yield path, f"{out.device} {out.action} is configured twice"
+        seen.add((out.device, out.action))
+        if (out.mqtt is None) == (out.modbus is None):
+            yield path, "give exactly one of mqtt or modbus"
+        if out.mqtt is not None:
+            try:
+                parse_mqtt_url(out.mqtt.url)
+            except ValueError as exc:
+                yield f"{path}.mqtt.url", str(exc)
+        if out.modbus is not None:
+            if out.modbus.collector not in modbus:
+                yield f"{path}.modbus.collector", f"no modbus collector {out.modbus.collector!r}"
+            if not 1 <= out.modbus.unit <= 247:
+                yield f"{path}.modbus.unit", "a unit id is 1..247"
+            if not 0 <= out.modbus.coil <= 0xFFFF:
+                yield f"{path}.modbus.coil", "a coil address is 0..65535"
+
+
+def parse_remote(
+    payload: bytes, running: SiteConfig, profiles: Mapping[str, Profile]
+) -> SiteConfig:
+    """The site config that a remote ``config`` message asks for, checked like a local file.
+
+    Raise :class:`ConfigError` naming every problem (``config`` is the source name); the
+    running config is the caller's to keep.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError.one("config", None, "", f"not UTF-8 text: {exc.reason}") from exc
+    remote = load_yaml_text(text, RemoteConfig, source="config")
+    changes = {
+        name: getattr(remote, name) for name in REMOTE_SECTIONS if getattr(remote, name) is not None
+    }
+    site = msgspec.structs.replace(running, config_version=remote.config_version, **changes)
+
+    def check(_: RemoteConfig) -> Iterator[tuple[str, str]]:
+        if remote.config_version < 1:
+            yield "config_version", "must be 1 or more"
+        yield from _check(site, profiles)
+
+    load_yaml_text(text, RemoteConfig, source="config", check=check)
+    return site
 
 
 def load_site_with_profiles(path: Path) -> tuple[SiteConfig, Mapping[str, Profile]]:

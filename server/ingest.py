@@ -218,6 +218,13 @@ class Ingest:
                 f"gateway {env.gw!r} is not registered in {env.community}",
             )
         for i, item in enumerate(env.items):
+            if item.kind == "gateway":
+                if item.dev != env.gw:
+                    return (
+                        Reason.KIND_MISMATCH,
+                        f"items[{i}]: a gateway item from {env.gw} names {item.dev!r}",
+                    )
+                continue
             info = reg.devices.get((env.community, item.dev))
             if info is None:
                 return (

@@ -27,11 +27,19 @@ class DeviceState:
     fields: dict[str, FieldValue] = field(default_factory=dict)
     active: dict[str, int] = field(default_factory=dict)  # event -> start time
     last_event: dict[str, Any] | None = None
+    reading_t: int | None = None  # device time of the reading the fields come from
 
     def apply(self, item: Item) -> None:
-        """Fold one item into the state (items arrive in device-time order per gateway)."""
+        """Fold one item into the state.
+
+        Items mostly arrive in device-time order, but a gateway sends events ahead of a
+        backlog of readings, so a reading older than the one already shown is not applied.
+        """
         self.t = item.t if self.t is None else max(self.t, item.t)
         if isinstance(item, Reading):
+            if self.reading_t is not None and item.t < self.reading_t:
+                return
+            self.reading_t = item.t
             self.fields.update(item.fields)
             return
         assert isinstance(item, Event)
@@ -85,6 +93,10 @@ class LiveState:
         """Fold an envelope's items into device states and notify subscribers."""
         touched: dict[tuple[str, str], DeviceState] = {}
         for item in items:
+            if item.kind == "gateway":
+                if isinstance(item, Reading):
+                    self.set_gateway_health(community, item.dev, item.t, item.fields)
+                continue
             key = (community, item.dev)
             state = self.devices.get(key)
             if state is None:
@@ -98,8 +110,21 @@ class LiveState:
 
     def set_gateway(self, community: str, gateway: str, status: str, t: int) -> None:
         """Record a gateway's online/offline status."""
-        entry = {"community": community, "gateway": gateway, "status": status, "t": t}
-        self.gateways[(community, gateway)] = entry
+        entry = self.gateways.setdefault((community, gateway), {})
+        entry.update(community=community, gateway=gateway, status=status, t=t)
+        self._notify(f"g/{community}/{gateway}", {"type": "gateway", **entry})
+
+    def set_gateway_health(
+        self, community: str, gateway: str, t: int, fields: dict[str, FieldValue]
+    ) -> None:
+        """Record a gateway's latest health item (queue depth, drops, poll success...)."""
+        entry = self.gateways.setdefault(
+            (community, gateway), {"community": community, "gateway": gateway, "status": None}
+        )
+        if entry.get("health_t", 0) > t:
+            return
+        entry["health"] = dict(fields)
+        entry["health_t"] = t
         self._notify(f"g/{community}/{gateway}", {"type": "gateway", **entry})
 
     def subscribe(self) -> Subscriber:
