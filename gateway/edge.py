@@ -1,6 +1,8 @@
 """Edge rules: the safety reflexes a gateway keeps on site, with or without its uplink.
 
-Sans-I/O: items go in (:meth:`EdgeRules.observe`), time goes in (:meth:`EdgeRules.tick`), and
+Sans-I/O: items go in (:meth:`EdgeRules.observe`, with the gateway's time of arrival: durations
+are measured on the gateway's clock, never across a device's clock and the gateway's), time
+goes in (:meth:`EdgeRules.tick`), and
 what comes out is a :class:`Decision`: items to queue like any other and :class:`Action`
 requests for on-site outputs (a speaker, a gate relay) that the runtime carries out. The
 runtime calls ``tick`` about once a second, so rules based on how long something lasted fire
@@ -137,17 +139,17 @@ class EdgeRules:
 
     # --- observations --------------------------------------------------------------
 
-    def observe(self, item: Item) -> Decision:
-        """What one item from a collector changes."""
+    def observe(self, item: Item, now: int) -> Decision:
+        """What one item from a collector, arriving at gateway time ``now``, changes."""
         if item.kind == "fire_lane":
-            return self._lane_item(item)
+            return self._lane_item(item, now)
         if item.kind == "elevator":
-            return self._car_item(item)
+            return self._car_item(item, now)
         if item.kind == "fire_panel":
             return self._panel_item(item)
         return Decision()
 
-    def _lane_item(self, item: Item) -> Decision:
+    def _lane_item(self, item: Item, now: int) -> Decision:
         lane = self._lanes.setdefault(item.dev, _Lane())
         out = Decision()
         if isinstance(item, Event):
@@ -155,23 +157,23 @@ class EdgeRules:
                 lane.self_reporting = True
             elif item.event == "sensor_fault" and item.state == "start":
                 # The sensor cannot see the lane: what it said last no longer holds.
-                self._lane_clear(item.dev, lane, item.t, out)
+                self._lane_clear(item.dev, lane, item.t, now, out)
             return out
         occupied = item.fields.get("occupied")
         lane.last.update(item.fields)
         if occupied is True and lane.since is None:
             dwell = item.fields.get("dwell_s")
             lead = int(float(dwell) * 1000) if isinstance(dwell, int | float) else 0
-            lane.since = item.t - max(0, lead)
+            lane.since = now - max(0, lead)
         elif occupied is False:
-            self._lane_clear(item.dev, lane, item.t, out)
+            self._lane_clear(item.dev, lane, item.t, now, out)
         return out
 
-    def _lane_clear(self, dev: str, lane: _Lane, t: int, out: Decision) -> None:
+    def _lane_clear(self, dev: str, lane: _Lane, t: int, now: int, out: Decision) -> None:
         if lane.reported and lane.since is not None:
             out.items.append(
                 Event(t, dev, "fire_lane", "obstruction", "end",
-                      {"dwell_s": round((t - lane.since) / 1000), "warnings": lane.warnings,
+                      {"dwell_s": round((now - lane.since) / 1000), "warnings": lane.warnings,
                        "by": "edge"})
             )  # fmt: skip
         lane.since = None
@@ -179,7 +181,7 @@ class EdgeRules:
         lane.last_warning = None
         lane.reported = False
 
-    def _car_item(self, item: Item) -> Decision:
+    def _car_item(self, item: Item, now: int) -> Decision:
         car = self._cars.setdefault(item.dev, _Car())
         out = Decision()
         if isinstance(item, Event):
@@ -189,13 +191,13 @@ class EdgeRules:
                     car.inferred = False  # the terminal's own report takes over
             elif item.event == "terminal_offline" and item.state == "start":
                 car.fields.clear()  # nothing known about the car any more
-                self._car_update(item.dev, car, item.t, out)
+                self._car_update(item.dev, car, item.t, now, out)
             return out
         car.fields.update(item.fields)
-        self._car_update(item.dev, car, item.t, out)
+        self._car_update(item.dev, car, item.t, now, out)
         return out
 
-    def _car_update(self, dev: str, car: _Car, t: int, out: Decision) -> None:
+    def _car_update(self, dev: str, car: _Car, t: int, now: int, out: Decision) -> None:
         f = car.fields
         condition = None
         still = f.get("running") is False and f.get("service_mode") in _STILL_MODES
@@ -213,7 +215,7 @@ class EdgeRules:
             )  # fmt: skip
             car.inferred = False
         car.condition = condition
-        car.since = t
+        car.since = now
 
     def _panel_item(self, item: Item) -> Decision:
         alarm: bool | None = None

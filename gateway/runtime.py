@@ -197,7 +197,7 @@ class Gateway:
     async def _emit(self, item: Item) -> None:
         """A collector's item: committed first, then shown to the edge rules."""
         await self._commit(item)
-        await self._decide(self.edge.observe(item))
+        await self._decide(self.edge.observe(item, _now_ms()))
 
     async def _decide(self, decision: Decision) -> None:
         for item in decision.items:

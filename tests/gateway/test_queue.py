@@ -1,0 +1,172 @@
+"""The disk queue on a real SQLite file: commits, batch bounds, events first, what survives a
+reopen (in-flight batches, seq, drop counts), the disk budget, and bad files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from collectors.wire import Event, Reading, decode_envelope
+from gateway.queue import DiskQueue, QueueError
+
+T0 = 1_763_800_000_000
+
+
+def queue(tmp_path: Path, **kw: object) -> DiskQueue:
+    return DiskQueue(tmp_path / "q.sqlite3", gateway="gw-1", community="c-1", **kw)  # type: ignore[arg-type]
+
+
+def reading(i: int, pad: int = 0) -> Reading:
+    fields: dict[str, bool | int | float | str] = {"occupied": i % 2 == 0}
+    if pad:
+        fields["evidence"] = "x" * pad
+    return Reading(T0 + i, "fl-1", "fire_lane", fields)
+
+
+def event(i: int) -> Event:
+    return Event(T0 + i, "fl-1", "fire_lane", "obstruction", "start", {"n": i})
+
+
+async def test_batches_respect_bounds_keep_order_and_decode(tmp_path: Path) -> None:
+    q = queue(tmp_path)
+    await q.open()
+    for i in range(20):
+        await q.put(reading(i, pad=700))
+    seen: list[int] = []
+    seqs: list[int] = []
+    while q.pending:
+        batch = await q.next_batch(1000, 4096, T0)
+        assert batch is not None
+        assert len(batch.payload) <= 4096
+        env = decode_envelope(batch.payload)  # the concatenated bytes are a valid envelope
+        assert (env.gw, env.community, env.seq) == ("gw-1", "c-1", batch.seq)
+        assert len(env.items) == batch.items
+        seen += [item.t - T0 for item in env.items]
+        seqs.append(batch.seq)
+        await q.ack(batch.seq)
+    assert seen == list(range(20))
+    assert seqs == list(range(len(seqs)))
+    assert len(seqs) > 1
+    assert (await q.stats()).depth == 0
+    await q.close()
+
+
+async def test_events_go_first_past_a_backlog(tmp_path: Path) -> None:
+    q = queue(tmp_path)
+    await q.open()
+    for i in range(50):
+        await q.put(reading(i))
+    await q.put(event(50))
+    assert q.pending_urgent == 1
+    batch = await q.next_batch(10, 64 * 1024, T0)
+    assert batch is not None
+    items = json.loads(batch.payload)["items"]
+    assert items[0]["event"] == "obstruction"
+    assert [it["t"] - T0 for it in items[1:]] == list(range(9))
+    assert q.pending == 41
+    assert q.pending_urgent == 0
+    await q.close()
+
+
+async def test_unacknowledged_batches_and_seq_survive_a_reopen(tmp_path: Path) -> None:
+    q = queue(tmp_path)
+    await q.open()
+    for i in range(10):
+        await q.put(reading(i))
+    first = await q.next_batch(4, 64 * 1024, T0)
+    second = await q.next_batch(4, 64 * 1024, T0)
+    assert first is not None
+    assert second is not None
+    await q.ack(first.seq)
+    await q.close()  # the process goes away with `second` in flight
+
+    again = queue(tmp_path)
+    await again.open()
+    inflight = await again.inflight()
+    assert [(b.seq, b.payload) for b in inflight] == [(second.seq, second.payload)]
+    assert again.pending == 2
+    assert again.next_seq == 2
+    third = await again.next_batch(10, 64 * 1024, T0)
+    assert third is not None
+    assert third.seq == 2  # never reused
+    assert [it["t"] - T0 for it in json.loads(third.payload)["items"]] == [8, 9]
+    stats = await again.stats()
+    assert stats.depth == 6  # second (4) and third (2) in flight
+    assert stats.oldest_t == T0 + 4
+    await again.close()
+
+
+async def test_seq_continues_from_the_plain_file_of_earlier_versions(tmp_path: Path) -> None:
+    (tmp_path / "seq").write_text("41\n")
+    q = queue(tmp_path, legacy_seq_file=tmp_path / "seq")
+    await q.open()
+    await q.put(reading(0))
+    batch = await q.next_batch(10, 64 * 1024, T0)
+    assert batch is not None
+    assert batch.seq == 41
+    await q.close()
+
+
+async def test_budget_thins_old_readings_and_never_events(tmp_path: Path) -> None:
+    budget = 40_000
+    q = queue(tmp_path, budget_bytes=budget)
+    await q.open()
+    readings = events = 0
+    for i in range(3000):
+        if i % 10 == 0:
+            await q.put(event(i))
+            events += 1
+        else:
+            await q.put(reading(i, pad=50))
+            readings += 1
+    assert q.thinned > 0
+    assert q.pending_bytes <= budget
+    assert q.pending == readings + events - q.thinned
+    delivered: list[dict[str, object]] = []
+    while q.pending:
+        batch = await q.next_batch(500, 128 * 1024, T0)
+        assert batch is not None
+        delivered += json.loads(batch.payload)["items"]
+        await q.ack(batch.seq)
+    got_events = [d for d in delivered if "event" in d]
+    got_readings = [d for d in delivered if "fields" in d]
+    assert len(got_events) == events  # every event, none thinned
+    assert len(got_readings) == readings - q.thinned
+    # The newest readings are kept whole; thinning took from the oldest.
+    assert got_readings[-1]["t"] == T0 + 2999
+    assert (await q.stats()).thinned == q.thinned
+    await q.close()
+    reopened = queue(tmp_path, budget_bytes=budget)
+    await reopened.open()
+    assert reopened.thinned == q.thinned  # the count survives a restart
+    await reopened.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    q = DiskQueue(path, gateway="gw-1", community="c-1")
+    with pytest.raises(QueueError, match=r"q\.sqlite3: cannot open the queue"):
+        await q.open()
+
+
+async def test_a_bad_legacy_seq_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "seq").write_text("forty")
+    q = queue(tmp_path, legacy_seq_file=tmp_path / "seq")
+    with pytest.raises(QueueError, match="seq: holds 'forty'"):
+        await q.open()
+
+
+async def test_commits_are_durable_in_the_file(tmp_path: Path) -> None:
+    q = queue(tmp_path)
+    await q.open()
+    for i in range(5):
+        await q.put(reading(i))
+    # Read by another connection while the queue is open: the puts are committed.
+    db = sqlite3.connect(tmp_path / "q.sqlite3")
+    assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 5
+    db.close()
+    await q.close()
