@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import getpass
 import os
 import shutil
 import signal
@@ -46,18 +47,38 @@ class Broker:
 
     port: int
     proc: subprocess.Popen[bytes]
+    tmp: Path | None = None
+    persist: bool = False
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM: a persistent one saves its sessions and messages)."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
-def _start_mosquitto(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    def start(self) -> None:
+        """Start it again on the same port (after :meth:`stop`)."""
+        assert self.tmp is not None
+        self.proc = _start_mosquitto(self.tmp, self.port, persist=self.persist)
+
+
+def _start_mosquitto(tmp: Path, port: int, *, persist: bool = False) -> subprocess.Popen[bytes]:
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     conf = tmp / f"mosquitto-{port}.conf"
+    # A persistent broker keeps sessions and queued QoS 1 messages across a restart, as a
+    # production broker does (the server's persistent session must not lose what arrived
+    # while it was reconnecting).
+    # Run as root, mosquitto would switch to its own user, which cannot write in ``tmp``.
+    persistence = (
+        f"persistence true\npersistence_location {tmp}/\nuser {getpass.getuser()}\n"
+        if persist
+        else "persistence false\n"
+    )
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}max_queued_messages 0\n"
     )
     proc = subprocess.Popen(
         [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -67,10 +88,20 @@ def _start_mosquitto(tmp: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
+def persistent_mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto that keeps sessions across a restart (for outage tests)."""
+    port = free_port()
+    broker = Broker(port, _start_mosquitto(tmp_path, port, persist=True), tmp_path, persist=True)
+    yield broker
+    broker.proc.terminate()
+    broker.proc.wait(timeout=10)
+
+
+@pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A fresh mosquitto for one test."""
     port = free_port()
-    broker = Broker(port, _start_mosquitto(tmp_path, port))
+    broker = Broker(port, _start_mosquitto(tmp_path, port), tmp_path)
     yield broker
     # A test may have restarted it: end whichever process is the broker now.
     broker.proc.terminate()
@@ -146,14 +177,21 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
     return proc.wait(timeout=timeout)
 
 
-@pytest.fixture
-def server(tmp_path: Path, mosquitto: Broker) -> Iterator[ServerProc]:
-    """A ``linli server`` process on the demo registry, connected to ``mosquitto``."""
-    settings = write_settings(tmp_path, mosquitto, free_port())
+def server_on(tmp: Path, broker: Broker, *, extra: str = "") -> ServerProc:
+    """Import the demo registry and start a ``linli server`` connected to ``broker``;
+    ``extra`` is appended to its settings file."""
+    settings = write_settings(tmp, broker, free_port())
+    settings.write_text(settings.read_text() + extra)
     done = run_linli("registry", "import", str(DEMO_REGISTRY), "--config", str(settings))
     assert done.returncode == 0, done.stderr
     port = int(settings.read_text().split("http_port = ")[1].split()[0])
-    srv = start_server(tmp_path, settings, port)
+    return start_server(tmp, settings, port)
+
+
+@pytest.fixture
+def server(tmp_path: Path, mosquitto: Broker) -> Iterator[ServerProc]:
+    """A ``linli server`` process on the demo registry, connected to ``mosquitto``."""
+    srv = server_on(tmp_path, mosquitto)
     yield srv
     assert stop(srv.proc) == 0, srv.log.read_text()[-3000:]
 

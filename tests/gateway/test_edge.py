@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collectors.wire import Event, Reading
-from collectors.wire import Item
+from collectors.wire import Event, Item, Reading
 from gateway.edge import (
     Action,
     Decision,
