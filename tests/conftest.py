@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import getpass
+import json
 import os
 import shutil
 import signal

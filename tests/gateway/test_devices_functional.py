@@ -23,7 +23,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collectors.framing import FrameCodec
 from tests.collectors.profiles import FIRMWARE, LANE, lane_status
 from tests.conftest import ROOT, Broker, ServerProc, start_pty_pair
-from tests.test_pipeline_functional import COMMUNITY, get_json, produced_items, stored_items
+from tests.pipeline import COMMUNITY, get_json, produced_items, stored_items
 
 pytestmark = pytest.mark.functional
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.functional
 def write_site(tmp: Path, local: Broker) -> Path:
     speaker = {"url": local.url, "topic": "aibox/box-01/speaker",
                "payload": '{"play": "fire_lane_warning"}'}  # fmt: skip
+    # fmt: off
     site = {
         "version": 1,
         "gateway": "gw-1",
@@ -41,14 +43,15 @@ def write_site(tmp: Path, local: Broker) -> Path:
              "mqtt": {"url": local.url, "topic": "gates/gt-north/cmd", "payload": "unlock"}},
             {"device": "gt-north", "action": "lock",
              "mqtt": {"url": local.url, "topic": "gates/gt-north/cmd", "payload": "lock"}},
-        ],  # fmt: skip
+        ],
         "collectors": [
             {"type": "mqtt", "name": "local", "url": local.url,
              "devices": [{"id": "fl-2", "profile": "aibox-lane", "address": "B"},
                          {"id": "fp-1", "profile": "xf-ui30", "address": "p1"}]},
             {"type": "simulator", "devices": [{"id": "gt-north", "kind": "gate"}]},
-        ],  # fmt: skip
+        ],
     }
+    # fmt: on
     path = tmp / "site.yaml"
     path.write_text(yaml.safe_dump(site))
     return path
@@ -57,8 +60,6 @@ def write_site(tmp: Path, local: Broker) -> Path:
 async def test_voice_warning_and_fire_release_happen_with_the_uplink_cut(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
-    import subprocess
-
     site = write_site(tmp_path, mosquitto)
     record = tmp_path / "produced.jsonl"
     log = tmp_path / "gateway.log"
@@ -78,7 +79,9 @@ async def test_voice_warning_and_fire_release_happen_with_the_uplink_cut(
 
             async def collect() -> None:
                 async for message in site_bus.messages:
-                    seen.append((time.monotonic(), str(message.topic), bytes(message.payload).decode()))  # type: ignore[arg-type]  # noqa: E501
+                    body = message.payload
+                    text = body.decode() if isinstance(body, bytes) else str(body)
+                    seen.append((time.monotonic(), str(message.topic), text))
 
             collector = asyncio.create_task(collect())
             await asyncio.sleep(3)  # the gateway starts and subscribes on the local broker
@@ -110,7 +113,8 @@ async def test_voice_warning_and_fire_release_happen_with_the_uplink_cut(
     assert gates[0][0] - alarm_at < 2.0  # released within two seconds of the alarm
     assert gates[1][0] > cleared_at
 
-    rows: list[dict[str, Any]] = [json.loads(line)["item"] for line in record.read_text().splitlines()]  # noqa: E501
+    lines = record.read_text().splitlines()
+    rows: list[dict[str, Any]] = [json.loads(line)["item"] for line in lines]
     events = [(r["dev"], r["event"], r["state"], r.get("data", {})) for r in rows if "event" in r]
     names = [(dev, ev, st) for dev, ev, st, _ in events]
     assert ("fl-2", "obstruction", "start") in names

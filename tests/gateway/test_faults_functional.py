@@ -12,6 +12,7 @@ batches with nobody to queue them for (docs/operations.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
@@ -165,8 +166,6 @@ def test_kill_9_mid_flight_then_restart_loses_nothing(
 async def test_disk_budget_thins_readings_keeps_every_event_and_reports_drops(
     tmp_path: Path, persistent_mosquitto: Broker, mosquitto: Broker, srv: ServerProc
 ) -> None:
-    import asyncio
-
     broker = persistent_mosquitto
     budget_mb = 0.01  # about 10 KB: some fifty readings
     site_path = site_for(
@@ -239,24 +238,19 @@ async def _exchange(broker: Broker, topic: str, payload: bytes, *, retain: bool)
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-admin") as client:
         await client.subscribe(f"{base}/cmd/ack", qos=1)
         await client.publish(f"{base}/{topic}", payload, qos=1, retain=retain)
-        async with asyncio_timeout(15):
+        async with asyncio.timeout(15):
             async for message in client.messages:
-                body: dict[str, Any] = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                payload = message.payload
+                body: dict[str, Any] = json.loads(
+                    payload if isinstance(payload, bytes) else str(payload)
+                )
                 return body
     raise AssertionError("no reply")
-
-
-def asyncio_timeout(seconds: float) -> Any:
-    import asyncio
-
-    return asyncio.timeout(seconds)
 
 
 async def test_remote_config_invalid_is_refused_and_the_old_one_kept(
     tmp_path: Path, mosquitto: Broker, server: ServerProc
 ) -> None:
-    import asyncio
-
     site = site_for(tmp_path, mosquitto, health_interval_s=0.5)
     record = tmp_path / "produced.jsonl"
     log = tmp_path / "gateway.log"
@@ -278,8 +272,8 @@ async def test_remote_config_invalid_is_refused_and_the_old_one_kept(
                    "batch": {"max_items": 0}}  # fmt: skip
         reply = await _exchange(mosquitto, "config", json.dumps(invalid).encode(), retain=True)
         assert (reply["ok"], reply["version"], reply["running"]) == (False, 5, 3)
-        assert "edge.fire_release.gates[0]: 'el-1-1' is not a gate on this gateway" in (
-            reply["error"]
+        assert (
+            "edge.fire_release.gates[0]: 'el-1-1' is not a gate on this gateway" in (reply["error"])
         )
         assert "batch: max_items >= 1" in reply["error"]
 
