@@ -70,6 +70,8 @@ _ENVELOPE_OVERHEAD: Final = 200
 #: Thinning target, as a share of the budget (hysteresis: a full queue is not thinned on
 #: every single put).
 _THIN_TARGET: Final = 0.95
+#: Acknowledged batches are deleted with the next cut, or after this delay if none comes.
+_ACK_DELAY_S: Final = 0.05
 _encode = msgspec.json.Encoder().encode
 #: The oldest pending item's time, read off the first row of each class (items are committed
 #: in arrival order, so this is exact up to a device's clock) instead of scanning the table.
@@ -144,6 +146,8 @@ class DiskQueue:
         self.next_seq = 0
         self.thinned = 0
         self._freed_by_thinning = 0
+        self._acked: list[int] = []  # appended on the loop, swapped out on the queue's thread
+        self._ack_flush: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set whenever items were committed
 
     # --- thread side ---------------------------------------------------------------
@@ -274,6 +278,7 @@ class DiskQueue:
         oldest = min(r[3] for r in rows)
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._forget(db)
             db.execute(
                 "DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))",
                 (_encode([r[0] for r in rows]),),
@@ -290,13 +295,26 @@ class DiskQueue:
             raise
         return Batch(seq, payload, len(rows), urgent), bodies, new_oldest
 
-    def _ack(self, seq: int) -> int:
+    def _forget(self, db: sqlite3.Connection) -> None:
+        """Delete the batches acknowledged since the last transaction (inside one)."""
+        acked, self._acked = self._acked, []
+        if acked:
+            db.executemany("DELETE FROM inflight WHERE seq = ?", [(s,) for s in acked])
+
+    def _flush_acks(self) -> None:
+        if not self._acked:
+            return  # a cut already took them
         db = self._conn()
-        row = db.execute("SELECT length(payload) FROM inflight WHERE seq = ?", (seq,)).fetchone()
-        db.execute("DELETE FROM inflight WHERE seq = ?", (seq,))
-        return int(row[0]) if row else 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._forget(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _inflight(self) -> list[Batch]:
+        self._flush_acks()
         rows = (
             self._conn()
             .execute("SELECT seq, payload, items, urgent FROM inflight ORDER BY seq")
@@ -305,6 +323,7 @@ class DiskQueue:
         return [Batch(*r) for r in rows]
 
     def _stats(self) -> tuple[int, int, int | None, int]:
+        self._flush_acks()
         db = self._conn()
         disk = 0
         for suffix in ("", "-wal"):
@@ -328,7 +347,10 @@ class DiskQueue:
         """Commit what is buffered and close the file."""
         if self._flusher is not None:
             await self._flusher
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
         if self._db is not None:
+            await self._call(self._flush_acks)
             await self._call(self._db.close)
             self._db = None
         self._executor.shutdown(wait=True)
@@ -391,9 +413,21 @@ class DiskQueue:
         self.next_seq = batch.seq + 1
         return batch
 
-    async def ack(self, seq: int) -> None:
-        """The broker acknowledged batch ``seq``: it leaves the queue."""
-        self.inflight_bytes -= await self._call(self._ack, seq)
+    async def ack(self, seq: int, size: int) -> None:
+        """The broker acknowledged batch ``seq`` (of ``size`` bytes): it leaves the queue.
+
+        The delete rides on the next transaction (the next cut, or its own if none comes
+        first), so a drain costs one durable commit per batch, not two. A crash before that
+        commit only means the batch is published again, and the server drops it by ``seq``.
+        """
+        self._acked.append(seq)
+        self.inflight_bytes -= size
+        if self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.create_task(self._flush_acks_soon())
+
+    async def _flush_acks_soon(self) -> None:
+        await asyncio.sleep(_ACK_DELAY_S)
+        await self._call(self._flush_acks)
 
     async def inflight(self) -> list[Batch]:
         """Batches cut but not acknowledged, oldest first (to publish again, unchanged)."""

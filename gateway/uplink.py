@@ -195,7 +195,7 @@ class Uplink:
         try:
             await client.publish(self._up, batch.payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
             # PUBACK received: only now does the batch leave the gateway's hands.
-            await self.queue.ack(batch.seq)
+            await self.queue.ack(batch.seq, len(batch.payload))
             self.published_items += batch.items
             self.published_batches += 1
         finally:

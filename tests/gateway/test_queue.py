@@ -46,7 +46,7 @@ async def test_batches_respect_bounds_keep_order_and_decode(tmp_path: Path) -> N
         assert len(env.items) == batch.items
         seen += [item.t - T0 for item in env.items]
         seqs.append(batch.seq)
-        await q.ack(batch.seq)
+        await q.ack(batch.seq, len(batch.payload))
     assert seen == list(range(20))
     assert seqs == list(range(len(seqs)))
     assert len(seqs) > 1
@@ -80,7 +80,7 @@ async def test_unacknowledged_batches_and_seq_survive_a_reopen(tmp_path: Path) -
     second = await q.next_batch(4, 64 * 1024, T0)
     assert first is not None
     assert second is not None
-    await q.ack(first.seq)
+    await q.ack(first.seq, len(first.payload))
     await q.close()  # the process goes away with `second` in flight
 
     again = queue(tmp_path)
@@ -130,7 +130,7 @@ async def test_budget_thins_old_readings_and_never_events(tmp_path: Path) -> Non
         batch = await q.next_batch(500, 128 * 1024, T0)
         assert batch is not None
         delivered += json.loads(batch.payload)["items"]
-        await q.ack(batch.seq)
+        await q.ack(batch.seq, len(batch.payload))
     got_events = [d for d in delivered if "event" in d]
     got_readings = [d for d in delivered if "fields" in d]
     assert len(got_events) == events  # every event, none thinned
