@@ -48,6 +48,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/parsers.py
 	$(BIN)/python bench/modbus_cycle.py
 	$(BIN)/python bench/influx.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

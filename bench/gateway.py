@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import re
 import shutil
@@ -135,16 +136,15 @@ async def drain(
     await uplink.connected.wait()
     start = time.perf_counter()
     gate.set()
-    while uplink.published_items < len(items):
+    while uplink.published_items < len(items):  # noqa: ASYNC110 (a counter, polled)
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - start
     batches = await queue.inflight()
-    assert not batches and queue.pending == 0
+    assert not batches
+    assert queue.pending == 0
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     await queue.close()
     return elapsed
 
