@@ -404,7 +404,7 @@ class Gateway:
             return reply | {"ok": False, "error": f"{cmd.device} pushes its data; nothing to poll"}
         wanted = "fire_lane" if cmd.op == "voice_warning" else "gate"
         if kinds[cmd.device] != wanted:
-            mismatch = f"{cmd.op} is for a {wanted}, not a {kinds[cmd.device]}"
+            mismatch = f"{cmd.op} is for a {wanted}; {cmd.device} is of kind {kinds[cmd.device]}"
             return reply | {"ok": False, "error": mismatch}
         error = await self._act(Action(cmd.op, cmd.device, "command"), by="cmd", cmd_id=cmd.id)
         if error is not None:

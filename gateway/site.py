@@ -401,7 +401,10 @@ def _check_edge(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[t
         if kind is None:
             yield f"{path}.device", f"{out.device!r} is not a device on this gateway"
         elif kind != wanted[out.action]:
-            yield f"{path}.action", f"{out.action} is for a {wanted[out.action]}, not a {kind}"
+            yield (
+                f"{path}.action",
+                f"{out.action} is for a {wanted[out.action]}; {out.device} is of kind {kind}",
+            )
         if (out.device, out.action) in seen:
             yield path, f"{out.device} {out.action} is configured twice"
         seen.add((out.device, out.action))

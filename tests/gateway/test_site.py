@@ -37,14 +37,27 @@ def test_example_loads_with_its_profiles(tmp_path: Path) -> None:
         "rs485-gates",
         "aibox",
     ]
-    assert set(profiles) == {"hx-em100", "lk-fl200", "jt-gc4", "aibox-lane", "aibox-ebike"}
+    assert set(profiles) == {
+        "hx-em100",
+        "lk-fl200",
+        "jt-gc4",
+        "aibox-lane",
+        "aibox-ebike",
+        "xf-ui30",
+    }
+    assert config.edge.fire_release.gates == ["gt-north"]
+    assert [(o.device, o.action) for o in config.outputs] == [
+        ("fl-2", "voice_warning"),
+        ("gt-north", "unlock"),
+        ("gt-north", "lock"),
+    ]
     assert config.profile_dirs == [str(FIRMWARE)]
 
 
 def test_relative_profile_dirs_are_resolved_against_the_site_file() -> None:
     config, profiles = load_site_with_profiles(FIRMWARE / "sites" / "example.yaml")
     assert config.profile_dirs == [str(FIRMWARE)]
-    assert len(profiles) == 5
+    assert len(profiles) == 6
 
 
 def test_bus_rules_and_references(tmp_path: Path) -> None:
@@ -62,6 +75,8 @@ def test_bus_rules_and_references(tmp_path: Path) -> None:
         ),
     )
     assert problems(path) == [
+        # fl-2 is now an elevator, so its voice-warning output no longer fits it.
+        "45: outputs[0].action: voice_warning is for a fire_lane; fl-2 is of kind elevator",
         "15: collectors[0].devices[0].profile: no profile 'hx-em101' in " + str(FIRMWARE),
         "16: collectors[0].devices[1].profile: "
         "profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
@@ -87,3 +102,39 @@ def test_missing_profile_dir(tmp_path: Path) -> None:
     path = site(tmp_path, (f"profile_dirs: [{FIRMWARE}]", "profile_dirs: [nowhere]"))
     [problem] = problems(path)
     assert problem.endswith("profile directory does not exist")
+
+
+def test_edge_outputs_and_queue_are_checked(tmp_path: Path) -> None:
+    path = site(
+        tmp_path,
+        ("gates: [gt-north]", "gates: [gt-north, el-1-1]"),
+        ("{device: fl-2, action: voice_warning,", "{device: fl-9, action: voice_warning,"),
+        ("collector: rs485-elevators, unit: 9", "collector: rs485-nowhere, unit: 300"),
+        ("dwell_s: 60", "dwell_s: 0"),
+        ("budget_mb: 256", "budget_mb: -1"),
+    )
+    found = problems(path)
+    assert any("queue.budget_mb: must be more than 0" in p for p in found), found
+    assert any("edge.fire_lane.dwell_s: must be more than 0 seconds" in p for p in found)
+    assert any("edge.fire_release.gates[1]: 'el-1-1' is not a gate on this gateway" in p
+               for p in found)  # fmt: skip
+    assert any("outputs[0].device: 'fl-9' is not a device on this gateway" in p for p in found)
+    assert any("outputs[1].modbus.collector: no modbus collector 'rs485-nowhere'" in p
+               for p in found)  # fmt: skip
+    assert any("outputs[1].modbus.unit: a unit id is 1..247" in p for p in found)
+    # Each problem carries the line it is on.
+    assert all(p.split(":")[0].isdigit() for p in found), found
+
+
+def test_an_output_for_the_wrong_kind_or_with_two_ways(tmp_path: Path) -> None:
+    path = site(
+        tmp_path,
+        ("{device: fl-2, action: voice_warning,", "{device: el-1-1, action: voice_warning,"),
+        ("modbus: {collector: rs485-elevators, unit: 9, coil: 0, value: true}}",
+         "modbus: {collector: rs485-elevators, unit: 9, coil: 0, value: true},"
+         " mqtt: {url: 'mqtt://127.0.0.1', topic: t}}"),
+    )  # fmt: skip
+    found = problems(path)
+    wrong_kind = "outputs[0].action: voice_warning is for a fire_lane; el-1-1 is of kind elevator"
+    assert any(wrong_kind in p for p in found), found
+    assert any("outputs[1]: give exactly one of mqtt or modbus" in p for p in found)
