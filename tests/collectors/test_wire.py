@@ -176,3 +176,32 @@ def test_status_round_trip_and_bad_status() -> None:
     assert decode_status(encode_status(status)) == status
     with pytest.raises(WireError, match="status"):
         decode_status(b'{"status": "sleeping", "gw": "gw-1", "community": "c"}')
+
+
+def test_a_gateway_health_item_with_per_device_poll_shares() -> None:
+    health = {"t": 1_795_300_000_000, "dev": "gw-1", "kind": "gateway",
+              "fields": {"queue_depth": 12, "thinned": 0, "software": "linli 0.1.0",
+                         "poll_ok.el-1-1": 1.0, "poll_ok.fl-1": 0.5}}  # fmt: skip
+    body = good()
+    body["items"] = [health]
+    env = decode_envelope(json.dumps(body).encode())
+    [item] = env.items
+    assert isinstance(item, Reading)
+    assert item.fields["poll_ok.fl-1"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"poll_ok.el-1-1": 1.5}, "expected a share between 0 and 1, got 1.5"),
+        ({"poll_ok.EL 1": 1.0}, "the device id is not a slug"),
+        ({"poll_ok.el-1-1": True}, "expected a share between 0 and 1"),
+        ({"queue_depth": "many"}, "Expected `int | null`, got `str`"),
+    ],
+)
+def test_bad_health_fields_name_the_field(fields: dict[str, object], message: str) -> None:
+    body = good()
+    body["items"] = [{"t": 1_795_300_000_000, "dev": "gw-1", "kind": "gateway", "fields": fields}]
+    with pytest.raises(WireError, match="items") as info:
+        decode_envelope(json.dumps(body).encode())
+    assert message in str(info.value)
