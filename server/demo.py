@@ -86,6 +86,8 @@ def site_configs(
                 "community": com.id,
                 "state_dir": str(state_dir / "gateways" / f"{com.id}--{gw.id}"),
                 "uplink": {"url": mqtt_url, "prefix": prefix},
+                # 22 simulated gateways on one machine: survive a crash, skip the fsyncs.
+                "queue": {"synchronous": "normal"},
                 "collectors": [{"type": "simulator", "seed": seed * 1000 + n, "devices": devices}],
             }
     return sites

@@ -14,7 +14,14 @@ from tests.conftest import run_linli
 
 def test_every_shipped_profile_loads() -> None:
     profiles = load_profiles([FIRMWARE])
-    assert sorted(profiles) == ["aibox-ebike", "aibox-lane", "hx-em100", "jt-gc4", "lk-fl200"]
+    assert sorted(profiles) == [
+        "aibox-ebike",
+        "aibox-lane",
+        "hx-em100",
+        "jt-gc4",
+        "lk-fl200",
+        "xf-ui30",
+    ]
     # Each records how often it reports and the thresholds it is set to.
     assert all(p.report_interval_s > 0 and p.thresholds for p in profiles.values())
 
@@ -83,7 +90,7 @@ def test_unknown_protocol(tmp_path: Path) -> None:
 def test_cli_validate_ok_and_broken(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(FIRMWARE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("OK ") == 6  # five profiles and the example site
+    assert done.stdout.count("OK ") == 7  # six profiles and the example site
     bad = tmp_path / "bad"
     bad.mkdir()
     text = (FIRMWARE / "elevator" / "hx-em100.yaml").read_text()

@@ -55,12 +55,13 @@ async def test_v1_retention_continuous_queries_and_backfill(
     assert (rps["rollup"]["duration"], rps["rollup"]["default"]) == ("26280h0m0s", False)
     cqs = [r["name"] for r in influxql(influxd, "linli", "SHOW CONTINUOUS QUERIES")]
     assert sorted(cqs) == sorted(
-        f"linli_{m}_1h" for m in ("elevator", "fire_lane", "gate", "fire_panel", "events")
+        f"linli_{m}_1h"
+        for m in ("elevator", "fire_lane", "gate", "fire_panel", "gateway", "events")
     )
     # Again with another raw retention: the policy is altered, the CQs are left alone.
     code, out, err = run_setup(influxd.url, LINLI_INFLUX_RAW_DAYS="30")
     assert code == 0, err
-    assert out.count(": unchanged") == 5, out
+    assert out.count(": unchanged") == 6, out
     rps = {r["name"]: r for r in influxql(influxd, "linli", "SHOW RETENTION POLICIES")}
     assert rps["raw"]["duration"] == "720h0m0s"
 
