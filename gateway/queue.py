@@ -100,8 +100,6 @@ class QueueStats:
     """What the health item reports about the queue."""
 
     depth: int  # items not yet acknowledged (pending + in flight)
-    pending: int
-    inflight_batches: int
     oldest_t: int | None  # device time of the oldest unacknowledged item
     disk_bytes: int  # the database file and its WAL
     thinned: int  # routine readings dropped under the disk budget, ever
@@ -322,20 +320,18 @@ class DiskQueue:
         )
         return [Batch(*r) for r in rows]
 
-    def _stats(self) -> tuple[int, int, int | None, int]:
+    def _stats(self) -> tuple[int, int | None, int]:
         self._flush_acks()
         db = self._conn()
         disk = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 disk += os.path.getsize(f"{self.path}{suffix}")
-        items, count = db.execute(
-            "SELECT coalesce(sum(items), 0), count(*) FROM inflight"
-        ).fetchone()
+        items = db.execute("SELECT coalesce(sum(items), 0) FROM inflight").fetchone()[0]
         pending = db.execute(_OLDEST_PENDING).fetchone()[0]
         flying = db.execute("SELECT min(oldest_t) FROM inflight").fetchone()[0]
         known = [t for t in (pending, flying) if t is not None]
-        return items, count, min(known) if known else None, disk
+        return items, min(known) if known else None, disk
 
     # --- loop side -----------------------------------------------------------------
 
@@ -435,11 +431,9 @@ class DiskQueue:
 
     async def stats(self) -> QueueStats:
         """Counters for the health item."""
-        items, batches, oldest, disk = await self._call(self._stats)
+        items, oldest, disk = await self._call(self._stats)
         return QueueStats(
             depth=self.pending + items,
-            pending=self.pending,
-            inflight_batches=batches,
             oldest_t=oldest,
             disk_bytes=disk,
             thinned=self.thinned,

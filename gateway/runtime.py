@@ -172,7 +172,6 @@ class Gateway:
         self.edge = EdgeRules(site.edge, site.device_kinds(self.profiles))
         self.collectors: list[Collector] = []
         self.produced = 0
-        self.actions: list[tuple[Action, str | None]] = []  # what was driven, and any error
         self.clock_offset_ms: int | None = None
         self._record = record
         self._collector_tasks: list[asyncio.Task[None]] = []
@@ -244,7 +243,6 @@ class Gateway:
 
     async def _act(self, action: Action, *, by: str, cmd_id: str | None = None) -> str | None:
         error = await self.drive(action)
-        self.actions.append((action, error))
         if error is None:
             log.warning("on site: %s %s (%s)", action.kind, action.device, action.reason)
         else:
