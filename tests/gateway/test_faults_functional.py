@@ -188,7 +188,9 @@ async def test_disk_budget_thins_readings_keeps_every_event_and_reports_drops(
     gw = start_gateway(site_path, record, log)
     await asyncio.sleep(3)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-aibox") as box:
-        t0 = int(time.time())
+        # Whole-second stamps one second apart, all in the past: history reads end at "now",
+        # so a stamp ahead of the clock would be missed by the check, not by the gateway.
+        t0 = int(time.time()) - 40
         for i in range(40):  # 20 e-bikes in, 20 out, over 20 s
             body = {"ts": t0 + i, "state": "enter" if i % 2 == 0 else "leave"}
             await box.publish("aibox/box-02/elevator/cam-3/ebike", json.dumps(body), qos=1)
