@@ -7,9 +7,9 @@ Topics (prefix configurable, default ``linli/v1``)::
 
     {prefix}/{community}/{gateway}/up        gateway -> server, QoS 1, an Envelope
     {prefix}/{community}/{gateway}/status    retained {"status": "online"|"offline", ...}
-    {prefix}/{community}/{gateway}/config    server -> gateway, retained (issue 4)
-    {prefix}/{community}/{gateway}/cmd       server -> gateway commands (issue 4)
-    {prefix}/{community}/{gateway}/cmd/ack   their results (issue 4)
+    {prefix}/{community}/{gateway}/config    server -> gateway, retained, versioned sections
+    {prefix}/{community}/{gateway}/cmd       server -> gateway, a :class:`Command`
+    {prefix}/{community}/{gateway}/cmd/ack   gateway -> server, an :class:`Ack` (command or config)
     {prefix}/org/{org}/alerts                an organisation's alert feed (issue 5)
 
 Envelope (JSON, UTF-8)::
@@ -40,7 +40,9 @@ from typing import Any, Final, Literal, get_args
 import msgspec
 
 __all__ = [
+    "COMMAND_OPS",
     "DEFAULT_TOPIC_PREFIX",
+    "DEVICE_COMMAND_OPS",
     "EVENTS_BY_KIND",
     "FIELDS_BY_KIND",
     "ID_PATTERN",
@@ -50,6 +52,10 @@ __all__ = [
     "MIN_T_MS",
     "POLL_OK_PREFIX",
     "PROTOCOL_VERSION",
+    "REMOTE_SECTIONS",
+    "Ack",
+    "Command",
+    "CommandOp",
     "DeviceKind",
     "Envelope",
     "Event",
@@ -60,8 +66,11 @@ __all__ = [
     "Reading",
     "TopicAddress",
     "WireError",
+    "decode_ack",
+    "decode_command",
     "decode_envelope",
     "decode_status",
+    "encode_command",
     "encode_envelope",
     "encode_status",
     "parse_topic",
@@ -410,6 +419,81 @@ def decode_status(payload: bytes) -> GatewayStatus:
         raise WireError("schema", str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise WireError("malformed", f"not JSON: {exc}") from exc
+
+
+# --- management: config, cmd, cmd/ack ------------------------------------------------
+
+#: The site-config sections a remote ``config`` may replace; the rest is the gateway's own.
+REMOTE_SECTIONS: Final[tuple[str, ...]] = (
+    "collectors",
+    "batch",
+    "queue",
+    "edge",
+    "outputs",
+    "health_interval_s",
+)
+
+CommandOp = Literal["unlock", "lock", "voice_warning", "reread", "ping"]
+COMMAND_OPS: Final = frozenset(get_args(CommandOp))
+#: The operations that act on one device, and so need ``device``.
+DEVICE_COMMAND_OPS: Final = COMMAND_OPS - {"ping"}
+
+
+class Command(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """A command on ``cmd``."""
+
+    id: str
+    op: CommandOp
+    device: str | None = None
+    expires: int | None = None  # epoch ms after which it must not be acted on
+    sent: int | None = None  # server time when sent (the gateway's clock offset comes from it)
+
+
+class Ack(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A gateway's answer on ``cmd/ack``: to a command (``id``) or to a config (``type`` is
+    ``config``, with the ``version`` offered and the one ``running``)."""
+
+    ok: bool
+    t: int
+    type: Literal["cmd", "config"] = "cmd"
+    id: str | None = None
+    op: str | None = None
+    version: int | None = None
+    running: int | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+_command_decoder = msgspec.json.Decoder(Command)
+_ack_decoder = msgspec.json.Decoder(Ack)
+
+
+def encode_command(command: Command) -> bytes:
+    """Serialise a command."""
+    return _encoder.encode(command)
+
+
+def decode_command(payload: bytes) -> Command:
+    """Parse a command; raise :class:`WireError` naming what is wrong."""
+    try:
+        return _command_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("schema", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise WireError("malformed", f"not JSON: {exc}") from exc
+
+
+def decode_ack(payload: bytes) -> Ack:
+    """Parse an acknowledgement; raise :class:`WireError` naming what is wrong."""
+    try:
+        ack = _ack_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("schema", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise WireError("malformed", f"not JSON: {exc}") from exc
+    if ack.type == "cmd" and ack.id is None:
+        raise WireError("schema", "a command acknowledgement needs an id")
+    return ack
 
 
 # --- topics -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from collectors.profile import FramedProfile, ModbusProfile, MqttProfile, Profil
 from collectors.sim_collector import SimulatorCollector
 from collectors.simulators import make_simulator
 from collectors.tracker import DeviceTracker
-from collectors.wire import POLL_OK_PREFIX, Event, Item, Reading
+from collectors.wire import POLL_OK_PREFIX, Event, Item, Reading, WireError, decode_command
 from collectors.yamlconf import ConfigError
 from gateway.edge import Action, Decision, EdgeRules
 from gateway.queue import DiskQueue
@@ -62,7 +62,7 @@ from gateway.site import (
 )
 from gateway.uplink import Uplink
 
-__all__ = ["Command", "Gateway", "build_collectors"]
+__all__ = ["Gateway", "build_collectors"]
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,6 @@ def _trackers(collector: Collector) -> Iterable[DeviceTracker]:
     if isinstance(collector, FramedCollector | LocalMqttCollector):
         return collector.session.trackers.values()
     return ()  # simulators have nothing to miss
-
-
-class Command(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A command from the server on ``cmd``."""
-
-    id: str
-    op: Literal["unlock", "lock", "voice_warning", "reread", "ping"]
-    device: str | None = None
-    expires: int | None = None  # epoch ms after which it must not be acted on
-    sent: int | None = None  # server time when sent
-
-
-_command_decoder = msgspec.json.Decoder(Command)
 
 
 class Gateway:
@@ -379,8 +366,8 @@ class Gateway:
         """Act on one command; the ack to send."""
         now = _now_ms()
         try:
-            cmd = _command_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+            cmd = decode_command(payload)
+        except WireError as exc:
             cmd_id = None
             with contextlib.suppress(msgspec.DecodeError, AttributeError):
                 cmd_id = msgspec.json.decode(payload).get("id")

@@ -62,12 +62,11 @@ from collectors.profile import (
     SerialSettings,
     load_profiles,
 )
-from collectors.wire import DEFAULT_TOPIC_PREFIX, ID_PATTERN, DeviceKind
+from collectors.wire import DEFAULT_TOPIC_PREFIX, ID_PATTERN, REMOTE_SECTIONS, DeviceKind
 from collectors.yamlconf import ConfigError, load_yaml, load_yaml_text
 from gateway.edge import EdgeConfig
 
 __all__ = [
-    "REMOTE_SECTIONS",
     "BatchConfig",
     "LocalMqttConfig",
     "ModbusBusConfig",
@@ -250,17 +249,6 @@ class SiteConfig(_Conf, frozen=True):
                     if prof is not None:
                         kinds[d.id] = prof.kind
         return kinds
-
-
-#: The sections a remote configuration may replace; the rest is the gateway's own.
-REMOTE_SECTIONS: tuple[str, ...] = (
-    "collectors",
-    "batch",
-    "queue",
-    "edge",
-    "outputs",
-    "health_interval_s",
-)
 
 
 class RemoteConfig(_Conf, frozen=True):

@@ -1,8 +1,9 @@
 """The aiohttp application: resources opened in ``cleanup_ctx``, shared through typed AppKeys.
 
 Opening order (closing is the reverse): database ▸ telemetry store ▸ live state and ingest ▸
-MQTT subscriber and sequence saver. Every background task is named and owned by the context
-that started it, and is cancelled and awaited when the app shuts down.
+MQTT subscriber and sequence saver ▸ the gateway-management link. Every background task is
+named and owned by the context that started it, and is cancelled and awaited when the app
+shuts down.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from server import web_handlers
 from server.db import open_database
+from server.gateway_admin import GATEWAY_LINK, GatewayLink, add_gateway_admin_routes
 from server.ingest import Ingest
 from server.keys import (
     DATABASE,
@@ -119,6 +121,19 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
                 await task
 
 
+async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
+    link = GatewayLink(app[SETTINGS], app[DATABASE])
+    app[GATEWAY_LINK] = link
+    task = asyncio.create_task(link.run(), name="gateway-link")
+    task.add_done_callback(_report_crash)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _report_crash(task: asyncio.Task[None]) -> None:
     # These tasks loop until cancelled; ending any other way is a defect to shout about,
     # not to leave the server running without ingest.
@@ -130,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the server application; resources open when it starts."""
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx])
+    app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
     web_handlers.add_routes(app)
+    add_gateway_admin_routes(app)
     return app

@@ -8,6 +8,7 @@
     linli registry check FILE                 validate a registry YAML, print every problem
     linli influx setup [--config F] [--backfill-days N]
                                               database/buckets, retention, hourly roll-ups
+    linli gateways config|command|show …      manage gateways through the server's API
 
 Exit status: 0 success, 1 failure at run time, 2 bad usage or bad configuration (the message
 names the file, line and key).
@@ -31,6 +32,7 @@ from aiohttp import web
 from collectors.yamlconf import ConfigError
 from server.app import create_app
 from server.db import open_database
+from server.gateway_cli import add_gateways_parser, run_gateways
 from server.registry import import_registry, load_registry
 from server.settings import Settings, influx_target, load_settings
 
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="1.x: also recompute the hourly roll-ups of the last N days now",
     )
+    add_gateways_parser(sub)
     return p
 
 
@@ -222,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.file}: OK ({len(reg.communities)} communities, {devices} devices)")
                 return 0
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
+        if args.command == "gateways":
+            return asyncio.run(run_gateways(args, load_settings(args.config)))
         if args.command == "influx":
             return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
     except ConfigError as exc:

@@ -2,13 +2,24 @@
 
 SQLite by default, PostgreSQL in production; nothing here is specific to either. Alerts,
 deliveries and timers arrive with issue 5.
+
+Time columns named ``*_t`` hold epoch milliseconds (UTC), as on the wire.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -18,6 +29,8 @@ __all__ = [
     "Contract",
     "Device",
     "Gateway",
+    "GatewayCommand",
+    "GatewayConfig",
     "GatewaySeq",
     "Organisation",
 ]
@@ -127,3 +140,37 @@ class GatewaySeq(Base):
     high: Mapped[int] = mapped_column(BigInteger)
     gaps: Mapped[int] = mapped_column(BigInteger, default=0)
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GatewayConfig(Base):
+    """A versioned remote config published (retained) to a gateway, and the gateway's answer."""
+
+    __tablename__ = "gateway_configs"
+
+    community_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    published_t: Mapped[int] = mapped_column(BigInteger)
+    ack_t: Mapped[int | None] = mapped_column(BigInteger)
+    ack_ok: Mapped[bool | None] = mapped_column(Boolean)
+    #: The version the gateway said it runs after this one was offered.
+    ack_running: Mapped[int | None] = mapped_column(Integer)
+    ack_message: Mapped[str] = mapped_column(Text, default="")
+
+
+class GatewayCommand(Base):
+    """A command sent to a gateway, and its result once acknowledged."""
+
+    __tablename__ = "gateway_commands"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(64))
+    sent_t: Mapped[int] = mapped_column(BigInteger, index=True)
+    expires_t: Mapped[int] = mapped_column(BigInteger)
+    ack_t: Mapped[int | None] = mapped_column(BigInteger)
+    ack_ok: Mapped[bool | None] = mapped_column(Boolean)
+    ack_message: Mapped[str] = mapped_column(Text, default="")

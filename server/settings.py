@@ -72,6 +72,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timezone: str = "Asia/Shanghai"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: The platform operator's bearer token for gateway management (configs and commands).
+    admin_token: str | None = None
 
 
 _ENV_PREFIX = "LINLI_"
@@ -126,6 +128,10 @@ def load_settings(
         raise ConfigError.one(
             source, None, "timezone", f"{settings.timezone!r} is not an IANA time zone"
         ) from None
+    if settings.admin_token is not None and len(settings.admin_token) < 16:
+        raise ConfigError.one(
+            source, None, "admin_token", "must be at least 16 characters (it unlocks gates)"
+        )
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
 from server import models
+from server.gateway_admin import GATEWAY_LINK
 from server.http_json import json_error
 from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
 from server.telemetry_api import add_telemetry_routes
@@ -151,6 +152,11 @@ async def telemetry_counts(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """Liveness and the state of the server's links."""
     body: dict[str, object] = {"mqtt_connected": request.app[MQTT_CONNECTED].is_set()}
+    link = request.app.get(GATEWAY_LINK)
+    if link is not None:
+        body["gateway_link"] = {"connected": link.connected.is_set(), "acks": link.acks,
+                                "bad_acks": link.bad_acks,
+                                "unmatched_acks": link.unmatched_acks}  # fmt: skip
     store = request.app.get(TELEMETRY)
     if store is not None:
         body["telemetry_buffered"] = store.buffered

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -10,13 +11,17 @@ from hypothesis import strategies as st
 
 from collectors.wire import (
     MAX_PAYLOAD_BYTES,
+    Command,
     Envelope,
     Event,
     GatewayStatus,
     Reading,
     WireError,
+    decode_ack,
+    decode_command,
     decode_envelope,
     decode_status,
+    encode_command,
     encode_envelope,
     encode_status,
     parse_topic,
@@ -205,3 +210,30 @@ def test_bad_health_fields_name_the_field(fields: dict[str, object], message: st
     with pytest.raises(WireError, match="items") as info:
         decode_envelope(json.dumps(body).encode())
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem", "words"),
+    [
+        (b'{"ok": true', "malformed", "not JSON"),
+        (b'{"ok": "yes", "t": 1}', "schema", "$.ok"),
+        (b'{"ok": true}', "schema", "missing required field `t`"),
+        (b'{"ok": true, "t": 1}', "schema", "a command acknowledgement needs an id"),
+        (b'{"ok": true, "t": 1, "type": "reboot"}', "schema", "$.type"),
+    ],
+)
+def test_bad_acks_are_named(payload: bytes, problem: str, words: str) -> None:
+    with pytest.raises(WireError, match=re.escape(words)) as err:
+        decode_ack(payload)
+    assert err.value.problem == problem
+
+
+def test_acks_and_commands_round_trip() -> None:
+    ack = decode_ack(b'{"type": "config", "ok": false, "version": 5, "running": 3, "t": 9,'
+                     b' "error": "config:1: no"}')  # fmt: skip
+    assert (ack.type, ack.ok, ack.version, ack.running, ack.error) == ("config", False, 5, 3,
+                                                                       "config:1: no")  # fmt: skip
+    cmd = Command(id="c-1", op="unlock", device="gt-north", expires=10, sent=5)
+    assert decode_command(encode_command(cmd)) == cmd
+    with pytest.raises(WireError, match=re.escape("Invalid enum value 'explode' - at `$.op`")):
+        decode_command(b'{"id": "c-2", "op": "explode"}')

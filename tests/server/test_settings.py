@@ -32,6 +32,7 @@ def test_defaults_toml_and_env_precedence(tmp_path: Path) -> None:
         ("", {"LINLI_INFLUX_URL": "localhost:8086"}, "influx_url: 'localhost:8086' must start"),
         ('influx_version = "4"', {}, "Invalid enum value '4' - at `$.influx_version`"),
         ("influx_spool_max_mb = 0", {}, "influx_spool_max_mb: must be at least 1"),
+        ("", {"LINLI_ADMIN_TOKEN": "short"}, "admin_token: must be at least 16 characters"),
     ],
 )
 def test_bad_settings_are_named(

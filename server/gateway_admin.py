@@ -1,0 +1,410 @@
+"""Gateway management: publish versioned configs and commands, record the gateways' answers.
+
+HTTP API, every route behind the operator's bearer token (setting ``admin_token``; without it
+management is off and answers 403)::
+
+    PUT  /api/gateways/{community}/{gateway}/config          publish a config (JSON object)
+    GET  /api/gateways/{community}/{gateway}/config          versions published, their answers
+    POST /api/gateways/{community}/{gateway}/commands        send a command
+    GET  /api/gateways/{community}/{gateway}/commands        recent commands and their results
+    GET  /api/gateways/{community}/{gateway}/commands/{id}   one command
+
+A config is stored, then published retained with QoS 1; the response comes after the broker's
+PUBACK, so a 202 means the broker holds it for the gateway, now or when it next connects. The
+gateway checks it against its own devices and profiles and answers on ``cmd/ack``
+(docs/gateway.md, "Remote management"); :class:`GatewayLink` records the answer on the row.
+The server checks what it can without the gateway's files: the shape, the sections a remote
+config may carry, the version (newer than every one published), and for commands the
+operation and that the device is registered on that gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+from typing import Any, Final
+
+import aiomqtt
+import msgspec
+from aiohttp import web
+from sqlalchemy import select
+
+from collectors.mqtturl import parse_mqtt_url
+from collectors.wire import (
+    DEVICE_COMMAND_OPS,
+    REMOTE_SECTIONS,
+    Command,
+    CommandOp,
+    WireError,
+    decode_ack,
+    encode_command,
+    parse_topic,
+    topic_for,
+)
+from server import models
+from server.db import Database
+from server.http_json import int_param, json_error
+from server.keys import DATABASE, LIVE, SETTINGS
+from server.settings import Settings
+
+__all__ = ["GATEWAY_LINK", "BrokerUnavailableError", "GatewayLink", "add_gateway_admin_routes"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S: Final = 0.5
+BACKOFF_MAX_S: Final = 30.0
+PUBLISH_TIMEOUT_S: Final = 10.0
+#: Commands not acted on within this many seconds are refused by the gateway (``expires``).
+DEFAULT_COMMAND_TTL_S: Final = 60
+MAX_COMMAND_TTL_S: Final = 3600
+MAX_CONFIG_BYTES: Final = 256 * 1024
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BrokerUnavailableError(Exception):
+    """The management link has no broker connection, or the broker did not acknowledge."""
+
+
+class GatewayLink:
+    """The server's MQTT client for management: publishes on ``config`` and ``cmd``, and
+    records every answer that arrives on ``cmd/ack``.
+
+    Each server worker runs one, subscribed plainly with a persistent session, so answers sent
+    while it was away are delivered when it is back; recording an answer is idempotent, so
+    several workers recording the same one agree.
+    """
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.acks = 0
+        self.bad_acks = 0
+        self.unmatched_acks = 0
+
+    async def run(self) -> None:
+        """Stay connected and record answers until cancelled."""
+        addr = parse_mqtt_url(self._settings.mqtt_url)
+        prefix = self._settings.mqtt_prefix
+        identifier = f"linli-admin-{socket.gethostname()}-{self._settings.http_port}"
+        delay = BACKOFF_MIN_S
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    addr.host,
+                    addr.port,
+                    username=addr.username,
+                    password=addr.password,
+                    identifier=identifier,
+                    clean_session=False,
+                ) as client:
+                    await client.subscribe(f"{prefix}/+/+/cmd/ack", qos=1)
+                    self._client = client
+                    self.connected.set()
+                    delay = BACKOFF_MIN_S
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, bytes):
+                            await self.record_ack(message.topic.value, payload)
+            except aiomqtt.MqttError as exc:
+                wait = random.uniform(0, delay)  # noqa: S311 (jitter, not security)
+                log.warning("management link lost the broker (%s); retry in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+            finally:
+                self._client = None
+                self.connected.clear()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Publish with QoS 1 and return once the broker acknowledged it."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailableError("the server is not connected to the MQTT broker")
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailableError(f"the broker did not take the message: {exc}") from exc
+
+    async def record_ack(self, topic: str, payload: bytes) -> None:
+        """Store one answer on the config version or command it answers."""
+        try:
+            addr = parse_topic(self._settings.mqtt_prefix, topic)
+            ack = decode_ack(payload)
+        except WireError as exc:
+            self.bad_acks += 1
+            log.warning("ignored an answer on %s: %s", topic, exc)
+            return
+        message = ack.error if ack.error is not None else (ack.result or "")
+        async with self._db.session() as session:
+            row: models.GatewayConfig | models.GatewayCommand | None
+            if ack.type == "config":
+                row = None
+                if ack.version is not None:
+                    row = await session.get(
+                        models.GatewayConfig, (addr.community, addr.gateway, ack.version)
+                    )
+                if row is not None:
+                    row.ack_running = ack.running
+            else:
+                row = await session.get(models.GatewayCommand, ack.id)
+                if row is not None and (row.community_id, row.gateway_id) != (
+                    addr.community,
+                    addr.gateway,
+                ):
+                    row = None  # another gateway's command id: not this one's to answer
+            if row is None:
+                self.unmatched_acks += 1
+                log.info("answer on %s matches nothing sent from here: %s", topic, message)
+                return
+            row.ack_t, row.ack_ok, row.ack_message = ack.t, ack.ok, message
+        self.acks += 1
+
+
+GATEWAY_LINK = web.AppKey("gateway_link", GatewayLink)
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+def _require_operator(request: web.Request, settings: Settings) -> None:
+    token = settings.admin_token
+    if token is None:
+        raise json_error(
+            web.HTTPForbidden,
+            "gateway management is off: set admin_token (LINLI_ADMIN_TOKEN) on the server",
+        )
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "missing Authorization: Bearer <admin token>"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="linli"'},
+        )
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise json_error(web.HTTPForbidden, "the token is not the admin token")
+
+
+async def _json_body(request: web.Request, limit: int) -> Any:
+    raw = await request.read()
+    if len(raw) > limit:
+        raise json_error(web.HTTPRequestEntityTooLarge, f"body is {len(raw)} bytes, over {limit}")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise json_error(web.HTTPBadRequest, f"body is not JSON: {exc}") from None
+
+
+async def _gateway_of(request: web.Request) -> tuple[Settings, Database, str, str]:
+    settings = request.app[SETTINGS]
+    _require_operator(request, settings)
+    db = request.app[DATABASE]
+    community = request.match_info["community"]
+    gateway = request.match_info["gateway"]
+    async with db.session() as session:
+        if await session.get(models.Gateway, (community, gateway)) is None:
+            message = f"no gateway {gateway!r} in community {community!r}"
+            raise json_error(web.HTTPNotFound, message)
+    return settings, db, community, gateway
+
+
+def _config_json(row: models.GatewayConfig) -> dict[str, Any]:
+    ack = None
+    if row.ack_t is not None:
+        ack = {"ok": row.ack_ok, "t": row.ack_t, "running": row.ack_running,
+               "message": row.ack_message}  # fmt: skip
+    return {"version": row.version, "published_t": row.published_t,
+            "config": json.loads(row.body), "ack": ack}  # fmt: skip
+
+
+def _command_json(row: models.GatewayCommand) -> dict[str, Any]:
+    ack = None
+    if row.ack_t is not None:
+        ack = {"ok": row.ack_ok, "t": row.ack_t, "message": row.ack_message}
+    return {"id": row.id, "community": row.community_id, "gateway": row.gateway_id,
+            "op": row.op, "device": row.device, "sent_t": row.sent_t,
+            "expires_t": row.expires_t, "ack": ack}  # fmt: skip
+
+
+def _check_config(body: Any) -> int:
+    """The version of a config to publish; 400 naming what is wrong."""
+    if not isinstance(body, dict):
+        raise json_error(web.HTTPBadRequest, "the config must be a JSON object")
+    version = body.get("config_version")
+    if type(version) is not int or version < 1:
+        message = f"config_version: must be an integer >= 1, got {version!r}"
+        raise json_error(web.HTTPBadRequest, message)
+    unknown = sorted(set(body) - {"config_version", *REMOTE_SECTIONS})
+    if unknown:
+        message = (
+            f"{', '.join(unknown)}: not a section a remote config may carry "
+            f"(only {', '.join(REMOTE_SECTIONS)})"
+        )
+        raise json_error(web.HTTPBadRequest, message)
+    return version
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """Publish a new config version to a gateway (retained)."""
+    settings, db, community, gateway = await _gateway_of(request)
+    body = await _json_body(request, MAX_CONFIG_BYTES)
+    version = _check_config(body)
+    link = request.app[GATEWAY_LINK]
+    async with db.session() as session:
+        latest = await session.scalar(
+            select(models.GatewayConfig.version)
+            .where(
+                models.GatewayConfig.community_id == community,
+                models.GatewayConfig.gateway_id == gateway,
+            )
+            .order_by(models.GatewayConfig.version.desc())
+            .limit(1)
+        )
+        if latest is not None and version <= latest:
+            message = f"config_version {version} is not newer than {latest}, the last published"
+            raise json_error(web.HTTPConflict, message)
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        row = models.GatewayConfig(
+            community_id=community,
+            gateway_id=gateway,
+            version=version,
+            body=payload,
+            published_t=_now_ms(),
+        )
+        session.add(row)
+        await session.flush()  # a second publisher of the same version fails here, not later
+        topic = topic_for(settings.mqtt_prefix, community, gateway, "config")
+        try:
+            await link.publish(topic, payload.encode(), retain=True)
+        except BrokerUnavailableError as exc:
+            raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
+    log.info("config version %d published to %s/%s", version, community, gateway)
+    return web.json_response(_config_json(row), status=202)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """Config versions published to a gateway, newest first, with the gateway's answers."""
+    _settings, db, community, gateway = await _gateway_of(request)
+    limit = int_param(request, "limit", 20, 1, 500)
+    async with db.session() as session:
+        rows = (
+            await session.scalars(
+                select(models.GatewayConfig)
+                .where(
+                    models.GatewayConfig.community_id == community,
+                    models.GatewayConfig.gateway_id == gateway,
+                )
+                .order_by(models.GatewayConfig.version.desc())
+                .limit(limit)
+            )
+        ).all()
+    entry = request.app[LIVE].gateways.get((community, gateway), {})
+    running = (entry.get("health") or {}).get("config_version")
+    return web.json_response(
+        {
+            "community": community,
+            "gateway": gateway,
+            "running": running,
+            "versions": [_config_json(r) for r in rows],
+        }
+    )
+
+
+class _CommandRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    op: CommandOp
+    device: str | None = None
+    ttl_s: int = DEFAULT_COMMAND_TTL_S
+
+
+async def post_command(request: web.Request) -> web.Response:
+    """Send a command to a gateway; its result arrives later on the command."""
+    settings, db, community, gateway = await _gateway_of(request)
+    body = await _json_body(request, 16 * 1024)
+    try:
+        req = msgspec.convert(body, _CommandRequest)
+    except msgspec.ValidationError as exc:
+        raise json_error(web.HTTPBadRequest, f"command: {exc}") from None
+    if req.op in DEVICE_COMMAND_OPS and req.device is None:
+        raise json_error(web.HTTPBadRequest, f"device: {req.op} needs a device")
+    if req.op not in DEVICE_COMMAND_OPS and req.device is not None:
+        raise json_error(web.HTTPBadRequest, f"device: {req.op} takes no device")
+    if not 1 <= req.ttl_s <= MAX_COMMAND_TTL_S:
+        message = f"ttl_s: {req.ttl_s} is outside 1..{MAX_COMMAND_TTL_S}"
+        raise json_error(web.HTTPBadRequest, message)
+    link = request.app[GATEWAY_LINK]
+    now = _now_ms()
+    async with db.session() as session:
+        if req.device is not None:
+            device = await session.get(models.Device, (community, req.device))
+            if device is None or device.gateway_id != gateway:
+                message = f"device: no device {req.device!r} on gateway {community}/{gateway}"
+                raise json_error(web.HTTPNotFound, message)
+        row = models.GatewayCommand(
+            id=f"cmd-{secrets.token_hex(8)}",
+            community_id=community,
+            gateway_id=gateway,
+            op=req.op,
+            device=req.device,
+            sent_t=now,
+            expires_t=now + req.ttl_s * 1000,
+        )
+        session.add(row)
+        await session.flush()
+        command = Command(id=row.id, op=req.op, device=req.device, expires=row.expires_t, sent=now)
+        topic = topic_for(settings.mqtt_prefix, community, gateway, "cmd")
+        try:
+            await link.publish(topic, encode_command(command), retain=False)
+        except BrokerUnavailableError as exc:
+            raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
+    log.info("command %s %s sent to %s/%s", row.id, req.op, community, gateway)
+    return web.json_response(_command_json(row), status=202)
+
+
+async def list_commands(request: web.Request) -> web.Response:
+    """Recent commands sent to a gateway, newest first."""
+    _settings, db, community, gateway = await _gateway_of(request)
+    limit = int_param(request, "limit", 50, 1, 1000)
+    async with db.session() as session:
+        rows = (
+            await session.scalars(
+                select(models.GatewayCommand)
+                .where(
+                    models.GatewayCommand.community_id == community,
+                    models.GatewayCommand.gateway_id == gateway,
+                )
+                .order_by(models.GatewayCommand.sent_t.desc())
+                .limit(limit)
+            )
+        ).all()
+    return web.json_response({"commands": [_command_json(r) for r in rows]})
+
+
+async def get_command(request: web.Request) -> web.Response:
+    """One command and its result."""
+    _settings, db, community, gateway = await _gateway_of(request)
+    cmd_id = request.match_info["id"]
+    async with db.session() as session:
+        row = await session.get(models.GatewayCommand, cmd_id)
+    if row is None or (row.community_id, row.gateway_id) != (community, gateway):
+        raise json_error(web.HTTPNotFound, f"no command {cmd_id!r} sent to {community}/{gateway}")
+    return web.json_response(_command_json(row))
+
+
+def add_gateway_admin_routes(app: web.Application) -> None:
+    """Register the management routes."""
+    base = "/api/gateways/{community}/{gateway}"
+    app.router.add_put(f"{base}/config", put_config)
+    app.router.add_get(f"{base}/config", get_config)
+    app.router.add_post(f"{base}/commands", post_command)
+    app.router.add_get(f"{base}/commands", list_commands)
+    app.router.add_get(f"{base}/commands/{{id}}", get_command)
