@@ -46,6 +46,8 @@ _REOPEN_S: Final = 2.0
 #: The reopen delay doubles while the port keeps failing, up to this: an adapter that
 #: was pulled out must not flood the log.
 _REOPEN_MAX_S: Final = 60.0
+#: How often a line with no device to poll checks that its port is still there.
+_IDLE_CHECK_S: Final = 1.0
 
 
 def silent_interval_s(serial: SerialSettings) -> float:
@@ -259,6 +261,10 @@ class ModbusCollector:
                 reopen_s = min(reopen_s * 2, _REOPEN_MAX_S)
 
     async def _poll_forever(self, bus: ModbusBus, emit: Emit) -> None:
+        if not self.devices:  # a line that only carries outputs (relay modules): keep it open
+            while bus.connected:  # noqa: ASYNC110 (the bus has no event for a lost port)
+                await asyncio.sleep(_IDLE_CHECK_S)
+            raise PortError(self.port, "the serial port was lost")
         loop = asyncio.get_running_loop()
         start = loop.time()
         for polled in self.devices:

@@ -286,3 +286,87 @@ async def test_port_lost_and_back(tmp_path: Path) -> None:
     assert collector.counts["port_errors"] >= 1
     assert isinstance(items[0], Reading)
     assert items[0].fields["floor"] == 4
+
+
+@dataclass
+class Relays:
+    """An IO module (unit 9) with relay outputs: every write request the device received."""
+
+    writes: list[tuple[int, int, object]] = field(default_factory=list)
+    states: list[bool] = field(default_factory=list)
+
+    async def action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: object,
+    ) -> ExcCodes | None:
+        # pymodbus calls once with the values to set, then once (``set_values`` None) to
+        # read back the coil for the echo: that call shows the relay's state after the write.
+        if function_code in (5, 15) and set_values is not None:
+            self.writes.append((function_code, address, set_values))
+        elif function_code in (5, 15):
+            self.states.append(any(current_registers))
+        return None
+
+
+@pytest.mark.parametrize("polled", [False, True], ids=["outputs-only", "between-polls"])
+async def test_coil_output_switches_the_relay_once_and_reports_silence(
+    pty_pair: PtyPair, polled: bool
+) -> None:
+    """The gateway's Modbus output (a fire-release relay on an IO module, unit 9): on a line
+    of its own, and on an elevator line where the write must fit between polls of unit 1."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    relays = Relays()
+    muted = {"on": False}
+
+    def trace(sending: bool, data: bytes) -> bytes:
+        return b"" if sending and muted["on"] and data[:1] == b"\x09" else data
+
+    elevator = Terminals()
+    elevator.regs[1] = elevator_regs(floor=4)
+    server = ModbusSerialServer(
+        [SimDevice(id=9, simdata=[SimData(0, count=4, values=0, datatype=DataType.REGISTERS)],
+                   action=relays.action),
+         SimDevice(id=1, simdata=[SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+                   action=functools.partial(elevator.action, 1))],
+        port=pty_pair.device, baudrate=9600, trace_packet=trace,
+    )  # fmt: skip
+    await server.serve_forever(background=True)
+    devices = [ModbusDevice("el-1", 1, FAST)] if polled else []
+    collector = ModbusCollector("io-line", pty_pair.host, LINE, devices)
+    items: list[Item] = []
+
+    async def emit(item: Item) -> None:
+        items.append(item)
+
+    task = asyncio.create_task(collector.run(emit))
+    try:
+        for _ in range(100):  # until the line is open
+            if collector.bus is not None and collector.bus.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert await collector.write_coil(9, 3, True) is None
+        await asyncio.sleep(0.3)
+        assert await collector.write_coil(9, 3, False) is None
+        muted["on"] = True
+        error = await collector.write_coil(9, 3, True)
+        assert error == "io-line: unit 9 coil 3: timeout"
+        await asyncio.sleep(0.3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await server.shutdown()
+    # One request per write, the silent one included: a relay is never pulsed twice.
+    assert [(fc, addr) for fc, addr, _ in relays.writes] == [(5, 3), (5, 3), (5, 3)]
+    assert [bool(v[0]) for _, _, v in relays.writes] == [True, False, True]  # type: ignore[index]
+    # The silent one switched too (its answer was lost on the line): the relay is on.
+    assert relays.states == [True, False, True]
+    if polled:  # the elevator was read throughout, before, between and after the writes
+        assert collector.device_counts()["el-1"]["samples"] >= 5
+        assert "misses" not in collector.device_counts()["el-1"]
+    else:
+        assert items == []
