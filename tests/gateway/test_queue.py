@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from collectors.wire import Event, Reading, decode_envelope
@@ -170,3 +171,79 @@ async def test_commits_are_durable_in_the_file(tmp_path: Path) -> None:
     assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 5
     db.close()
     await q.close()
+
+
+async def test_a_queue_of_the_first_layout_is_converted_and_loses_nothing(tmp_path: Path) -> None:
+    """Earlier versions kept events and readings in one table and copied each batch's
+    envelope into ``inflight``: both survive the upgrade, the envelope byte for byte."""
+    path = tmp_path / "q.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, t INTEGER NOT NULL,"
+        " urgent INTEGER NOT NULL, body BLOB NOT NULL);"
+        "CREATE INDEX items_urgent ON items (urgent, id);"
+        "CREATE TABLE inflight (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL,"
+        " items INTEGER NOT NULL, urgent INTEGER NOT NULL, oldest_t INTEGER NOT NULL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO meta VALUES ('next_seq', 8), ('thinned', 3);"
+    )
+    envelope = b'{"v":1,"gw":"gw-1","community":"c-1","seq":7,"sent":5,"items":[]}'
+    old.execute("INSERT INTO inflight VALUES (7, ?, 0, 0, ?)", (envelope, T0))
+    rows = [(T0 + i, 1 if i == 3 else 0, msgspec.json.encode(event(i) if i == 3 else reading(i)))
+            for i in range(6)]  # fmt: skip
+    old.executemany("INSERT INTO items (t, urgent, body) VALUES (?, ?, ?)", rows)
+    old.commit()
+    old.close()
+
+    q = queue(tmp_path)
+    await q.open()
+    assert (q.pending, q.pending_urgent, q.next_seq, q.thinned) == (6, 1, 8, 3)
+    assert [(b.seq, b.payload) for b in await q.inflight()] == [(7, envelope)]
+    batch = await q.next_batch(100, 64 * 1024, T0)
+    assert batch is not None
+    assert batch.seq == 8
+    assert [it["t"] - T0 for it in json.loads(batch.payload)["items"]] == [3, 0, 1, 2, 4, 5]
+    await q.ack(7, len(envelope))
+    await q.ack(8, len(batch.payload))
+    assert (await q.stats()).depth == 0
+    assert await q.inflight() == []
+    await q.close()
+
+
+async def test_reopened_in_flight_batches_are_rebuilt_exactly_and_acks_delete_them(
+    tmp_path: Path,
+) -> None:
+    """Several batches in flight, some acknowledged (deletes waiting for their group), then
+    the process ends: the reopened queue rebuilds exactly the unacknowledged envelopes."""
+    q = queue(tmp_path)
+    await q.open()
+    for i in range(40):
+        await q.put(event(i) if i % 7 == 0 else reading(i))
+    batches = [await q.next_batch(5, 64 * 1024, T0 + 100 + n) for n in range(6)]
+    assert all(b is not None for b in batches)
+    for b in batches[:4:2]:  # 0 and 2 acknowledged, out of order with 1 and 3
+        assert b is not None
+        await q.ack(b.seq, len(b.payload))
+    pending_before = q.pending
+    await q.close()
+
+    again = queue(tmp_path)
+    await again.open()
+    expected = [b for i, b in enumerate(batches) if i not in (0, 2)]
+    assert await again.inflight() == expected
+    assert again.pending == pending_before
+    rest = await again.next_batch(100, 64 * 1024, T0)
+    assert rest is not None
+    delivered = [json.loads(b.payload)["items"] for b in [*batches, rest] if b is not None]
+    assert sorted(it["t"] - T0 for items in delivered for it in items) == list(range(40))
+    for b in [*expected, rest]:
+        assert b is not None
+        await again.ack(b.seq, len(b.payload))
+    stats = await again.stats()
+    assert (stats.depth, stats.oldest_t) == (0, None)
+    await again.close()
+    db = sqlite3.connect(tmp_path / "q.sqlite3")
+    left = [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("items", "events", "flight")]  # fmt: skip
+    db.close()
+    assert left == [0, 0, 0]
