@@ -28,6 +28,7 @@ from collectors.wire import Event, Item, Reading
 __all__ = [
     "ELEVATOR_FAULTS",
     "RULES",
+    "Condition",
     "RuleEngine",
     "RuleId",
     "RuleInfo",
@@ -211,6 +212,22 @@ class Signal:
         return RULES[self.rule].severity
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A timed rule's condition began (``active``: it becomes an alert at ``due_t`` unless
+    it ends first) or ended. The engine decides these on its own clock in :meth:`RuleEngine.
+    tick`; a server that keeps them in SQL instead (to survive restarts and share them
+    between workers) takes them from :meth:`RuleEngine.take_conditions`."""
+
+    rule: RuleId
+    community: str
+    device: str
+    active: bool
+    since_t: int = 0
+    due_t: int = 0
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class _Since:
     """A condition that started at ``t`` and becomes an alert after a duration."""
@@ -240,6 +257,21 @@ class RuleEngine:
         self._lanes: dict[tuple[str, str], _Since] = {}
         self._held: dict[tuple[str, str], _Since] = {}
         self._gateways_down: dict[tuple[str, str], _Since] = {}
+        self._conditions: list[Condition] = []
+
+    def take_conditions(self) -> list[Condition]:
+        """The timed conditions begun or ended since the last call."""
+        taken, self._conditions = self._conditions, []
+        return taken
+
+    def _begin(self, rule: RuleId, key: tuple[str, str], since: _Since, limit_s: float) -> None:
+        self._conditions.append(
+            Condition(rule, key[0], key[1], True, since.t, since.t + int(limit_s * _MS),
+                      dict(since.detail))
+        )  # fmt: skip
+
+    def _end(self, rule: RuleId, key: tuple[str, str]) -> None:
+        self._conditions.append(Condition(rule, key[0], key[1], False))
 
     # --- what the server knows at start ------------------------------------------------
 
@@ -294,8 +326,12 @@ class RuleEngine:
                 return signal("gate_forced")  # GB 50396-2007 alarm types
             if name == "held_open":
                 if starts:
-                    self._held.setdefault(key, _Since(now, detail))
+                    if key not in self._held:
+                        begun = self._held[key] = _Since(now, detail)
+                        limit = self.settings.for_device(community, ev.dev).gate_held_open_s
+                        self._begin("gate_held_open", key, begun, limit)
                     return []
+                self._end("gate_held_open", key)
                 held = self._held.pop(key, None)
                 return signal("gate_held_open", False) if held and held.raised else []
             if name == "fire_release":
@@ -332,14 +368,20 @@ class RuleEngine:
         if occupied:
             lane = self._lanes.get(key)
             if lane is None:
-                self._lanes[key] = _Since(now, detail)
+                self._start_lane(key, _Since(now, detail))
             else:
                 lane.detail.update(detail)
             return []
+        self._end("fire_lane_blocked", key)
         lane = self._lanes.pop(key, None)
         if lane is not None and lane.raised:
             return [Signal("fire_lane_blocked", community, dev, now, False, lane.detail)]
         return []
+
+    def _start_lane(self, key: tuple[str, str], lane: _Since) -> None:
+        self._lanes[key] = lane
+        limit = self.settings.for_device(*key).fire_lane_alert_s
+        self._begin("fire_lane_blocked", key, lane, limit)
 
     def _reading(self, community: str, reading: Reading, now: int) -> list[Signal]:
         fields = reading.fields
@@ -350,7 +392,7 @@ class RuleEngine:
                 # The sensor counts its own dwell: the occupation began that long ago.
                 dwell = fields.get("dwell_s")
                 started = now - int(float(dwell) * _MS) if isinstance(dwell, int | float) else now
-                self._lanes[(community, reading.dev)] = _Since(started, detail)
+                self._start_lane((community, reading.dev), _Since(started, detail))
                 return []
             return self._lane(community, reading.dev, occupied, now, detail)
         return []
@@ -359,8 +401,12 @@ class RuleEngine:
         """A gateway's retained status: ``offline`` is its Last Will."""
         key = (community, gateway)
         if not online:
-            self._gateways_down.setdefault(key, _Since(now, {}))
+            if key not in self._gateways_down:
+                went = self._gateways_down[key] = _Since(now, {})
+                limit = self.settings.for_device(community, gateway).gateway_offline_s
+                self._begin("gateway_offline", key, went, limit)
             return []
+        self._end("gateway_offline", key)
         down = self._gateways_down.pop(key, None)
         if down is not None and down.raised:
             return [Signal("gateway_offline", community, gateway, now, False)]
@@ -370,6 +416,10 @@ class RuleEngine:
 
     def tick(self, now: int) -> list[Signal]:
         """The signals that time alone gives: durations reached, silences too long."""
+        return self.tick_conditions(now) + self.tick_silence(now)
+
+    def tick_conditions(self, now: int) -> list[Signal]:
+        """Timed conditions that reached their duration (see :class:`Condition`)."""
         out: list[Signal] = []
         for (community, dev), lane in self._lanes.items():
             limit = self.settings.for_device(community, dev).fire_lane_alert_s
@@ -390,6 +440,11 @@ class RuleEngine:
                 down.raised = True
                 detail = {"since_t": down.t}
                 out.append(Signal("gateway_offline", community, gw, now, True, detail))
+        return out
+
+    def tick_silence(self, now: int) -> list[Signal]:
+        """Devices silent for longer than ``device_offline_s``."""
+        out: list[Signal] = []
         for (community, dev), state in self._devices.items():
             limit = self.settings.for_device(community, dev).device_offline_s
             if not state.offline and now - state.last_seen >= limit * _MS:

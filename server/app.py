@@ -1,9 +1,9 @@
 """The aiohttp application: resources opened in ``cleanup_ctx``, shared through typed AppKeys.
 
 Opening order (closing is the reverse): database ▸ telemetry store ▸ live state and ingest ▸
-MQTT subscriber and sequence saver ▸ the gateway-management link. Every background task is
-named and owned by the context that started it, and is cancelled and awaited when the app
-shuts down.
+MQTT subscriber and sequence saver ▸ the gateway-management link, alert timers and
+notifier. Every background task is named and owned by the context that started it, and is
+cancelled and awaited when the app shuts down.
 """
 
 from __future__ import annotations
@@ -11,12 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from alerts.ladders import LadderError, Ladders, default_ladders, parse_ladders
+from alerts.rules import RuleSettings, SettingsTable
+from collectors.yamlconf import ConfigError, load_yaml
 from server import web_handlers
+from server.alerting import AlertService
+from server.alerts_api import ALERTS, add_alert_routes
 from server.db import open_database
 from server.gateway_admin import GATEWAY_LINK, GatewayLink, add_gateway_admin_routes
 from server.ingest import Ingest
@@ -33,6 +40,7 @@ from server.keys import (
 )
 from server.livestate import LiveState
 from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
+from server.notifier import NOTIFIER, Notifier, NotifyPolicy
 from server.registry import RegistryIndex, load_registry_index
 from server.settings import Settings, influx_target
 from server.telemetry.influx import open_influx_writer
@@ -85,6 +93,16 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
             return await load_registry_index(session)
 
     live = LiveState()
+    settings = app[SETTINGS]
+
+    def zone_of(community: str, device: str) -> str | None:
+        info = app[INGEST].registry.devices.get((community, device)) if INGEST in app else None
+        return info.building if info and info.building else None
+
+    table = app[THRESHOLDS].table(zone_of)
+    app[ALERTS] = alerts = AlertService(
+        db, app[LADDERS], settings=table, timezone=settings.timezone
+    )
     ingest = Ingest(
         prefix=app[SETTINGS].mqtt_prefix,
         registry=await load(),
@@ -92,6 +110,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         live=live,
         writer=app[TELEMETRY_WRITER],
         seq=await load_seq_states(db),
+        alerts=alerts,
     )
     app[LIVE] = live
     app[INGEST] = ingest
@@ -122,16 +141,41 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = GatewayLink(app[SETTINGS], app[DATABASE])
+    settings = app[SETTINGS]
+    link = GatewayLink(settings, app[DATABASE])
     app[GATEWAY_LINK] = link
-    task = asyncio.create_task(link.run(), name="gateway-link")
-    task.add_done_callback(_report_crash)
+
+    async def feed(topic: str, payload: bytes) -> None:
+        await link.publish(topic, payload, retain=False)
+
+    notifier = Notifier(
+        app[DATABASE],
+        policy=NotifyPolicy(
+            max_attempts=settings.notify_max_attempts,
+            backoff_max_s=settings.notify_backoff_max_s,
+            timeout_s=settings.notify_timeout_s,
+        ),
+        mqtt_prefix=settings.mqtt_prefix,
+        mqtt_publish=feed,
+    )
+    app[NOTIFIER] = notifier
+    alerts = app[ALERTS]
+    alerts.on_outbox = notifier.wake.set
+    tasks = [
+        asyncio.create_task(link.run(), name="gateway-link"),
+        asyncio.create_task(alerts.run_timers(), name="alert-timers"),
+        asyncio.create_task(notifier.run(), name="notifier"),
+    ]
+    for task in tasks:
+        task.add_done_callback(_report_crash)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -141,11 +185,74 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         log.critical("background task %s crashed", task.get_name(), exc_info=task.exception())
 
 
+LADDERS = web.AppKey("ladders", Ladders)
+
+
+def load_ladders(settings: Settings) -> Ladders:
+    """The escalation ladders: ``alert_ladders`` if set, else the shipped ones;
+    :class:`LadderError` names the file and what is wrong."""
+    if not settings.alert_ladders:
+        return default_ladders()
+    path = Path(settings.alert_ladders)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LadderError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_ladders(text, str(path))
+
+
+class ThresholdFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The ``alert_thresholds`` file: DOMAIN.md's defaults overridden for every community,
+    per community, per building (``community/building``) and per device
+    (``community/device``); keys are :class:`alerts.rules.RuleSettings` fields."""
+
+    defaults: dict[str, Any] = {}
+    communities: dict[str, dict[str, Any]] = {}
+    buildings: dict[str, dict[str, Any]] = {}
+    devices: dict[str, dict[str, Any]] = {}
+
+    def table(self, building_of: Callable[[str, str], str | None]) -> SettingsTable:
+        def pair(key: str) -> tuple[str, str]:
+            community, _, rest = key.partition("/")
+            return community, rest
+
+        return SettingsTable(
+            msgspec.structs.replace(RuleSettings(), **self.defaults),
+            communities=self.communities,
+            zones={pair(k): v for k, v in self.buildings.items()},
+            devices={pair(k): v for k, v in self.devices.items()},
+            zone_of=building_of,
+        )
+
+
+THRESHOLDS = web.AppKey("thresholds", ThresholdFile)
+
+
+def load_thresholds(settings: Settings) -> ThresholdFile:
+    """The ``alert_thresholds`` file, checked; :class:`ConfigError` names what is wrong."""
+    if not settings.alert_thresholds:
+        return ThresholdFile()
+    path = Path(settings.alert_thresholds)
+    found = load_yaml(path, ThresholdFile)
+    for key in (*found.buildings, *found.devices):
+        if key.count("/") != 1:
+            raise ConfigError.one(str(path), None, key, "must be community/building or device")
+    try:
+        found.table(lambda _c, _d: None)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError.one(str(path), None, "", str(exc)) from exc
+    return found
+
+
 def create_app(settings: Settings) -> web.Application:
-    """Build the server application; resources open when it starts."""
+    """Build the server application; resources open when it starts. A bad ladder file
+    raises :class:`LadderError` here, before anything opens."""
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
+    app[LADDERS] = load_ladders(settings)
+    app[THRESHOLDS] = load_thresholds(settings)
     app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
     web_handlers.add_routes(app)
     add_gateway_admin_routes(app)
+    add_alert_routes(app)
     return app

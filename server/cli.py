@@ -9,6 +9,7 @@
     linli influx setup [--config F] [--backfill-days N]
                                               database/buckets, retention, hourly roll-ups
     linli gateways config|command|show …      manage gateways through the server's API
+    linli tokens create ORG [--label L]       an organisation's API token (printed once)
 
 Exit status: 0 success, 1 failure at run time, 2 bad usage or bad configuration (the message
 names the file, line and key).
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from alerts.ladders import LadderError
 from collectors.yamlconf import ConfigError
 from server.app import create_app
 from server.db import open_database
@@ -93,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         help="1.x: also recompute the hourly roll-ups of the last N days now",
     )
     add_gateways_parser(sub)
+
+    t = sub.add_parser("tokens", help="organisations' API tokens")
+    tsub = t.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    tc = tsub.add_parser("create", help="make a token for an organisation (printed once)")
+    tc.add_argument("org")
+    tc.add_argument("--label", default="", help="what it is for (shown in lists)")
+    tc.add_argument("--config", type=Path, help="settings TOML (for the database URL)")
     return p
 
 
@@ -163,6 +173,22 @@ async def _registry_import(path: Path, settings: Settings) -> int:
     return 0
 
 
+async def _create_token(org: str, label: str, settings: Settings) -> int:
+    from server import models  # noqa: PLC0415
+    from server.alerts_api import token_digest  # noqa: PLC0415
+
+    token = "lk_" + secrets.token_urlsafe(32)
+    async with open_database(settings.database_url) as db, db.session() as session:
+        if await session.get(models.Organisation, org) is None:
+            raise ConfigError.one("org", None, "", f"no organisation {org!r} in the registry")
+        session.add(
+            models.ApiToken(sha256=token_digest(token), org_id=org, label=label,
+                            created_t=time.time_ns() // 1_000_000)
+        )  # fmt: skip
+    print(token)
+    return 0
+
+
 async def _influx_setup(settings: Settings, backfill_days: int | None) -> int:
     from server.telemetry.influx_setup import SetupError, setup  # noqa: PLC0415
 
@@ -225,11 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.file}: OK ({len(reg.communities)} communities, {devices} devices)")
                 return 0
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
+        if args.command == "tokens":
+            return asyncio.run(_create_token(args.org, args.label, load_settings(args.config)))
         if args.command == "gateways":
             return asyncio.run(run_gateways(args, load_settings(args.config)))
         if args.command == "influx":
             return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
-    except ConfigError as exc:
+    except (ConfigError, LadderError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except OSError as exc:

@@ -26,12 +26,13 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from collectors.wire import (
     Envelope,
+    Item,
     WireError,
     decode_envelope,
     decode_status,
@@ -94,6 +95,7 @@ class IngestStats:
     items: int = 0
     duplicates: int = 0
     status_messages: int = 0
+    alert_errors: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     recent_rejects: collections.deque[Rejected] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_REJECTS)
@@ -101,6 +103,14 @@ class IngestStats:
 
 
 RegistryLoader = Callable[[], Awaitable[RegistryIndex]]
+
+
+class AlertSink(Protocol):
+    """Where accepted items and statuses go for alerting (server.alerting.AlertService)."""
+
+    async def on_items(self, community: str, items: Sequence[Item]) -> None: ...
+
+    async def on_status(self, community: str, gateway: str, online: bool) -> None: ...
 
 
 def _now_ms() -> int:
@@ -120,6 +130,7 @@ class Ingest:
         writer: TelemetryWriter,
         seq: dict[tuple[str, str], SeqState] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        alerts: AlertSink | None = None,
     ) -> None:
         self.prefix = prefix
         self.stats = IngestStats()
@@ -131,6 +142,7 @@ class Ingest:
         self._live = live
         self._writer = writer
         self._clock = clock
+        self._alerts = alerts
 
     @property
     def registry(self) -> RegistryIndex:
@@ -184,6 +196,12 @@ class Ingest:
         self.stats.items += len(env.items)
         self._live.apply(env.community, env.items)
         await self._writer.write(env.community, env.gw, env.items)
+        if self._alerts is not None:
+            try:
+                await self._alerts.on_items(env.community, env.items)
+            except Exception:  # telemetry is stored; the alert path must not stop ingest
+                self.stats.alert_errors += 1
+                log.exception("alerts failed on %s seq %d", topic, env.seq)
         return None
 
     async def _handle_status(
@@ -206,6 +224,12 @@ class Ingest:
         t = status.t or _now_ms()
         self._live.set_gateway(community, gateway, status.status, t)
         await self._writer.write_status(community, gateway, status.status, t)
+        if self._alerts is not None and (community, gateway) in self._registry.gateways:
+            try:
+                await self._alerts.on_status(community, gateway, status.status == "online")
+            except Exception:
+                self.stats.alert_errors += 1
+                log.exception("alerts failed on %s", topic)
         return None
 
     def _check_registry(self, env: Envelope) -> tuple[Reason, str] | None:
@@ -262,6 +286,7 @@ class Ingest:
             "duplicates": self.stats.duplicates,
             "gaps": self.gaps,
             "status_messages": self.stats.status_messages,
+            "alert_errors": self.stats.alert_errors,
             "rejected": dict(self.stats.rejected),
             "rejected_total": sum(self.stats.rejected.values()),
             "recent_rejects": [r.as_json() for r in self.stats.recent_rejects],

@@ -23,15 +23,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AccidentRecord",
+    "Alert",
+    "AlertRecipient",
+    "AlertTimer",
+    "AlertTransition",
+    "ApiToken",
     "Base",
     "CentreCommunity",
     "Community",
     "Contract",
+    "Delivery",
+    "DeliveryAttempt",
     "Device",
     "Gateway",
     "GatewayCommand",
     "GatewayConfig",
     "GatewaySeq",
+    "OrgChannel",
     "Organisation",
 ]
 
@@ -174,3 +183,148 @@ class GatewayCommand(Base):
     ack_t: Mapped[int | None] = mapped_column(BigInteger)
     ack_ok: Mapped[bool | None] = mapped_column(Boolean)
     ack_message: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- alerts (issue 5) -------------------------------------------------------------------
+
+
+class Alert(Base):
+    """One alert: a rule's condition on one device (alerts/lifecycle.py). At most one is
+    running per (community, device, rule): ``running_key`` holds that triple while the alert
+    runs and NULL after, under a unique constraint, so two workers cannot open two."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(32), index=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    device: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    opened_t: Mapped[int] = mapped_column(BigInteger, index=True)
+    updated_t: Mapped[int] = mapped_column(BigInteger)
+    repeats: Mapped[int] = mapped_column(Integer, default=0)
+    ended_t: Mapped[int | None] = mapped_column(BigInteger)
+    level: Mapped[int] = mapped_column(Integer, default=0)  # escalation steps taken
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    running_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class AlertTransition(Base):
+    """One step of an alert's timeline: when, to what state, by whom, why."""
+
+    __tablename__ = "alert_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    t: Mapped[int] = mapped_column(BigInteger)
+    to_state: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[str] = mapped_column(Text, default="")
+
+
+class AlertRecipient(Base):
+    """An organisation an alert was routed to, in which role, at which escalation step."""
+
+    __tablename__ = "alert_recipients"
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    standing_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[str] = mapped_column(String(32), default="first")
+    added_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class AlertTimer(Base):
+    """Work due at a time, kept in SQL so that restarts neither lose nor repeat it: a timed
+    condition becoming an alert, an escalation step, the end of a flapping window.
+
+    A worker claims a due timer and does its work in one transaction that also deletes it,
+    so it happens exactly once; a crash in between rolls back and leaves it due."""
+
+    __tablename__ = "alert_timers"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: What it is for, unique: ``cond:<rule>:<community>:<device>``, ``step:<alert>:<i>``,
+    #: ``settle:<alert>``.
+    key: Mapped[str] = mapped_column(String(250))
+    due_t: Mapped[int] = mapped_column(BigInteger, index=True)
+    payload: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+
+
+class OrgChannel(Base):
+    """Where an organisation wants its alerts: a webhook, its MQTT feed, email, a robot."""
+
+    __tablename__ = "org_channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # webhook | mqtt | email | robot
+    target: Mapped[str] = mapped_column(Text)  # URL, address, topic
+    secret: Mapped[str] = mapped_column(Text, default="")  # HMAC key of a webhook
+    #: False once the registry no longer declares it (kept for the deliveries that used it).
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Delivery(Base):
+    """The outbox: one message for one channel, written in the transaction that changed the
+    alert, sent by the notifier until delivered or dead-lettered."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("org_channels.id"))
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent
+    #: pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_t: Mapped[int] = mapped_column(BigInteger)
+    next_t: Mapped[int] = mapped_column(BigInteger, index=True)
+    #: A worker sending it holds it until then (a crashed worker's claim runs out).
+    claimed_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    delivered_t: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeliveryAttempt(Base):
+    """Every attempt to deliver, with its outcome."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    t: Mapped[int] = mapped_column(BigInteger)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class AccidentRecord(Base):
+    """A trapped-passenger incident still open at 2 h: an accident (一般事故) to be reported to
+    market supervision within 1 h (市场监管总局令第50号), with the alert's timeline."""
+
+    __tablename__ = "accident_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), unique=True)
+    created_t: Mapped[int] = mapped_column(BigInteger)
+    to_org: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # JSON: the alert and its timeline
+
+
+class ApiToken(Base):
+    """An organisation's API token, stored as its SHA-256 (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_t: Mapped[int] = mapped_column(BigInteger)

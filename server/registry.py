@@ -53,6 +53,17 @@ class _Decl(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
+class ChannelDecl(_Decl, frozen=True):
+    """Where an organisation receives its alerts (server/notifier.py): at most one per kind.
+
+    ``webhook``: ``url`` and ``secret`` (the HMAC key, at least 16 characters); ``robot``:
+    a WeCom/DingTalk robot ``url``; ``mqtt``: the feed ``{prefix}/org/{org}/alerts``."""
+
+    kind: Literal["webhook", "robot", "mqtt"]
+    url: str = ""
+    secret: str = ""
+
+
 class OrganisationDecl(_Decl, frozen=True):
     """An organisation (DOMAIN.md, "Who answers for what")."""
 
@@ -62,6 +73,7 @@ class OrganisationDecl(_Decl, frozen=True):
     name_en: str = ""
     district: str = ""
     parent: str | None = None
+    channels: list[ChannelDecl] = []
 
 
 class GatewayDecl(_Decl, frozen=True):
@@ -140,6 +152,15 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
         seen.add(org.id)
         if org.parent is not None and org.parent not in orgs:
             yield f"organisations[{i}].parent", f"unknown organisation {org.parent!r}"
+        kinds = [c.kind for c in org.channels]
+        for j, ch in enumerate(org.channels):
+            path = f"organisations[{i}].channels[{j}]"
+            if kinds.count(ch.kind) > 1 and kinds.index(ch.kind) != j:
+                yield f"{path}.kind", f"a second {ch.kind} channel: declare one per kind"
+            if ch.kind in ("webhook", "robot") and not ch.url.startswith(("http://", "https://")):
+                yield f"{path}.url", f"{ch.url!r} must start with http:// or https://"
+            if ch.kind == "webhook" and len(ch.secret) < 16:
+                yield f"{path}.secret", "a webhook needs a secret of at least 16 characters"
 
     def want(path: str, org_id: str | None, kind: str) -> Iterator[tuple[str, str]]:
         if org_id is None:
@@ -249,6 +270,7 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
             parent_id=o.parent,
         )
         _apply(session, await session.get(models.Organisation, o.id), row, n)
+        await _import_channels(session, o, n)
     for c in reg.communities:
         com = models.Community(
             id=c.id,
@@ -300,6 +322,32 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
             _apply(session, await session.get(models.CentreCommunity, (centre.org, cid)), link, n)
     await session.flush()
     return n
+
+
+async def _import_channels(session: AsyncSession, org: OrganisationDecl, n: ImportCounts) -> None:
+    """One channel per kind: declared ones created or updated, undeclared ones disabled (kept,
+    since deliveries refer to them)."""
+    await session.flush()  # the organisation row first (foreign key)
+    existing = {
+        c.kind: c
+        for c in (
+            await session.scalars(
+                select(models.OrgChannel).where(models.OrgChannel.org_id == org.id)
+            )
+        ).all()
+    }
+    for ch in org.channels:
+        new = models.OrgChannel(
+            org_id=org.id, kind=ch.kind, target=ch.url, secret=ch.secret, enabled=True
+        )
+        found = existing.pop(ch.kind, None)
+        if found is not None:
+            new.id = found.id
+        _apply(session, found, new, n)
+    for stale in existing.values():
+        if stale.enabled:
+            stale.enabled = False
+            n.updated += 1
 
 
 @dataclass(frozen=True)

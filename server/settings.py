@@ -74,6 +74,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     http_port: int = 8080
     #: The platform operator's bearer token for gateway management (configs and commands).
     admin_token: str | None = None
+    #: An escalation-ladder file replacing the shipped alerts/ladders.yaml.
+    alert_ladders: str | None = None
+    #: Rule thresholds per community / building / device (YAML; docs/alerts.md).
+    alert_thresholds: str | None = None
+    notify_max_attempts: int = 30
+    notify_backoff_max_s: float = 60.0
+    notify_timeout_s: float = 10.0
 
 
 _ENV_PREFIX = "LINLI_"
@@ -132,6 +139,11 @@ def load_settings(
         raise ConfigError.one(
             source, None, "admin_token", "must be at least 16 characters (it unlocks gates)"
         )
+    if settings.notify_max_attempts < 1:
+        raise ConfigError.one(source, None, "notify_max_attempts", "must be at least 1")
+    for key in ("notify_backoff_max_s", "notify_timeout_s"):
+        if not getattr(settings, key) > 0:
+            raise ConfigError.one(source, None, key, "must be > 0")
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings

@@ -177,12 +177,14 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
     return proc.wait(timeout=timeout)
 
 
-def server_on(tmp: Path, broker: Broker, *, extra: str = "") -> ServerProc:
-    """Import the demo registry and start a ``linli server`` connected to ``broker``;
-    ``extra`` is appended to its settings file."""
+def server_on(
+    tmp: Path, broker: Broker, *, extra: str = "", registry: Path = DEMO_REGISTRY
+) -> ServerProc:
+    """Import a registry (the demo's by default) and start a ``linli server`` connected to
+    ``broker``; ``extra`` is appended to its settings file."""
     settings = write_settings(tmp, broker, free_port())
     settings.write_text(settings.read_text() + extra)
-    done = run_linli("registry", "import", str(DEMO_REGISTRY), "--config", str(settings))
+    done = run_linli("registry", "import", str(registry), "--config", str(settings))
     assert done.returncode == 0, done.stderr
     port = int(settings.read_text().split("http_port = ")[1].split()[0])
     return start_server(tmp, settings, port)

@@ -191,3 +191,27 @@ def test_maintenance_and_inspection_dates() -> None:
                                next_inspection=None, today=today, settings=pilot,
                                now=T)  # fmt: skip
     assert [s.active for s in late] == [False]
+
+
+def test_timed_conditions_are_offered_to_a_server_that_keeps_them() -> None:
+    """A server keeps timed conditions in SQL (restarts, several workers): the engine says
+    when each began, when it falls due, and when it ended."""
+    engine = RuleEngine()
+    engine.observe(C, ev("fl-1", "fire_lane", "obstruction", object="vehicle"), T)
+    engine.observe(C, ev("fl-1", "fire_lane", "obstruction"), T + S)  # still the same one
+    engine.observe(C, ev("gt-south", "gate", "held_open"), T)
+    engine.gateway_status(C, "gw-1", False, T)
+    begun = engine.take_conditions()
+    assert [(c.rule, c.device, c.active, c.due_t - T) for c in begun] == [
+        ("fire_lane_blocked", "fl-1", True, 300 * S),
+        ("gate_held_open", "gt-south", True, 300 * S),
+        ("gateway_offline", "gw-1", True, 300 * S),
+    ]
+    assert begun[0].detail == {"event": "obstruction", "device_t": T, "object": "vehicle"}
+    assert engine.take_conditions() == []
+    engine.observe(C, ev("fl-1", "fire_lane", "obstruction", "end"), T + 10 * S)
+    engine.gateway_status(C, "gw-1", True, T + 10 * S)
+    assert [(c.rule, c.active) for c in engine.take_conditions()] == [
+        ("fire_lane_blocked", False),
+        ("gateway_offline", False),
+    ]

@@ -1,0 +1,527 @@
+"""The server side of alerts: drives :mod:`alerts` with what ingest accepts, keeps alerts,
+their timelines, recipients and timers in SQL, and writes the outbox the notifier sends.
+
+* **Signals** from :class:`alerts.rules.RuleEngine` open an alert or update the running one
+  for (community, device, rule); ``alerts.running_key`` is unique while an alert runs, so
+  two workers cannot open two.
+* **Routing** is read from SQL in the transaction that opens the alert: the contract of the
+  event's local day, the device's maintenance unit, the district's offices
+  (:func:`alerts.routing.recipients`), with the ladder's ``first`` roles.
+* **Timers** (``alert_timers``): a timed condition becoming an alert (a lane occupied 5 min,
+  a gate held open, a gateway not back), each escalation step, the end of a flapping window.
+  A worker takes a due timer by deleting it, and does its work, in one transaction: it
+  happens once, and a crash before the commit leaves it due for the next worker or start.
+* **Outbox**: every change of an alert (opened, escalated, a transition) writes one
+  ``deliveries`` row per channel of every organisation the alert has been routed to, in the
+  same transaction (:mod:`server.notifier` sends them).
+
+Device silence (no reading for 10 min) is decided in each worker's memory from what that
+worker ingests (partial: with several workers sharing a subscription, run one, or the
+silence of a device whose readings go to another worker is seen late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.ladders import Ladders, Step
+from alerts.lifecycle import OPEN_STATES, SYSTEM, Alert, AlertState, Transition
+from alerts.routing import CommunityFacts, ContractTerm, Recipient, recipients
+from alerts.rules import RULES, Condition, RuleEngine, SettingsTable, Signal
+from collectors.wire import Item
+from server import models
+from server.db import Database
+
+__all__ = ["AlertService", "alert_json"]
+
+log = logging.getLogger(__name__)
+
+TIMER_POLL_S: Final = 0.2
+TIMER_BATCH: Final = 50
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _running_key(community: str, device: str, rule: str) -> str:
+    return f"{community}/{device}/{rule}"
+
+
+def alert_json(row: models.Alert) -> dict[str, Any]:
+    """An alert as the API and the webhooks show it."""
+    return {
+        "id": row.id,
+        "rule": row.rule,
+        "severity": row.severity,
+        "community": row.community_id,
+        "device": row.device,
+        "state": row.state,
+        "opened_t": row.opened_t,
+        "updated_t": row.updated_t,
+        "repeats": row.repeats,
+        "level": row.level,
+        "detail": json.loads(row.detail),
+    }
+
+
+class AlertService:
+    """Alerts for one server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        ladders: Ladders,
+        *,
+        settings: SettingsTable | None = None,
+        timezone: str = "Asia/Shanghai",
+        clock: Callable[[], int] = _now_ms,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.ladders = ladders
+        self.settings = settings or SettingsTable()
+        self.engine = RuleEngine(self.settings)
+        self.tz = ZoneInfo(timezone)
+        self.clock = clock
+        #: Called after a transaction wrote deliveries (wakes the notifier).
+        self.on_outbox: Callable[[], None] = on_outbox or (lambda: None)
+        self._lock = asyncio.Lock()  # one alert transaction at a time per worker
+        self.opened = 0
+        self.timers_fired = 0
+
+    # --- input ---------------------------------------------------------------------------
+
+    async def on_items(self, community: str, items: Sequence[Item]) -> None:
+        """Items ingest accepted (after duplicates were dropped)."""
+        now = self.clock()
+        signals = [s for item in items for s in self.engine.observe(community, item, now)]
+        conditions = self.engine.take_conditions()
+        if signals or conditions:
+            await self._apply(signals, conditions, now)
+
+    async def on_status(self, community: str, gateway: str, online: bool) -> None:
+        """A gateway's retained status."""
+        now = self.clock()
+        signals = self.engine.gateway_status(community, gateway, online, now)
+        conditions = self.engine.take_conditions()
+        if signals or conditions:
+            await self._apply(signals, conditions, now)
+
+    async def _apply(
+        self, signals: Sequence[Signal], conditions: Sequence[Condition], now: int
+    ) -> None:
+        async with self._lock, self.db.session() as session:
+            for cond in conditions:
+                await self._condition(session, cond, now)
+            for sig in signals:
+                await self._signal(session, sig, now)
+        self.on_outbox()
+
+    async def _condition(self, session: AsyncSession, cond: Condition, now: int) -> None:
+        key = f"cond:{cond.rule}:{cond.community}:{cond.device}"
+        if cond.active:
+            found = await session.scalar(
+                select(models.AlertTimer).where(models.AlertTimer.key == key)
+            )
+            if found is None:
+                payload = {"rule": cond.rule, "community": cond.community,
+                           "device": cond.device, "detail": {**cond.detail,
+                                                             "since_t": cond.since_t}}  # fmt: skip
+                session.add(
+                    models.AlertTimer(key=key, due_t=cond.due_t, payload=json.dumps(payload))
+                )
+            return
+        await session.execute(delete(models.AlertTimer).where(models.AlertTimer.key == key))
+        await self._signal(session, Signal(cond.rule, cond.community, cond.device, now, False), now)
+
+    # --- alerts --------------------------------------------------------------------------
+
+    async def _signal(self, session: AsyncSession, sig: Signal, now: int) -> None:
+        key = _running_key(sig.community, sig.device, sig.rule)
+        row = await session.scalar(select(models.Alert).where(models.Alert.running_key == key))
+        if row is None:
+            if sig.active:
+                await self._open(session, sig, key, now)
+            return
+        alert = await self._load(session, row)
+        if not alert.apply(sig):
+            return
+        row.repeats, row.updated_t, row.ended_t = alert.repeats, alert.updated_t, alert.ended_t
+        row.detail = json.dumps(alert.detail, ensure_ascii=False)
+        if alert.ended_t is not None:
+            flap = self.settings.for_device(sig.community, sig.device).flap_s
+            await self._set_timer(
+                session, f"settle:{row.id}", alert.ended_t + int(flap * 1000), {"alert": row.id}
+            )
+
+    async def _open(self, session: AsyncSession, sig: Signal, key: str, now: int) -> None:
+        alert = Alert.from_signal(sig)
+        row = models.Alert(
+            rule=sig.rule,
+            community_id=sig.community,
+            device=sig.device,
+            severity=alert.severity,
+            state="open",
+            opened_t=alert.opened_t,
+            updated_t=alert.updated_t,
+            repeats=0,
+            level=0,
+            detail=json.dumps(alert.detail, ensure_ascii=False),
+            running_key=key,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+        except IntegrityError:
+            return  # another worker opened it a moment ago: its alert stands
+        self._add_transition(session, row.id, alert.timeline[0])
+        community = await session.get(models.Community, sig.community)
+        if community is None:
+            log.warning("alert %d: community %s is not in the registry", row.id, sig.community)
+            return
+        ladder = self.ladders.for_alert(sig.rule, sig.community, community.district)
+        told = await self._route(session, row, community, ladder.first, step="first", now=now)
+        for i, step in enumerate(ladder.steps):
+            at = step.at(alert, community.arrival_deadline_min)
+            await self._set_timer(session, f"step:{row.id}:{i}", at, {"alert": row.id, "i": i})
+        self.opened += 1
+        log.info("alert %d %s %s/%s opened, told %s", row.id, sig.rule, sig.community,
+                 sig.device, ", ".join(r.org for r in told))  # fmt: skip
+        await self._outbox(session, row, "opened", now)
+
+    async def _route(
+        self,
+        session: AsyncSession,
+        row: models.Alert,
+        community: models.Community,
+        roles: Sequence[str],
+        *,
+        step: str,
+        now: int,
+    ) -> list[Recipient]:
+        """Add the organisations for ``roles`` as of the alert's day; the ones added."""
+        contracts = (
+            await session.scalars(
+                select(models.Contract).where(models.Contract.community_id == community.id)
+            )
+        ).all()
+        facts = CommunityFacts(
+            community.id,
+            community.committee_id,
+            community.street_office_id,
+            community.district,
+            tuple(ContractTerm(c.company_id, c.start, c.end) for c in contracts),
+        )
+        device = await session.get(models.Device, (community.id, row.device))
+        district_orgs = {
+            (o.district, o.kind): o.id
+            for o in (
+                await session.scalars(
+                    select(models.Organisation).where(
+                        models.Organisation.district == community.district
+                    )
+                )
+            ).all()
+        }
+        day = dt.datetime.fromtimestamp(row.opened_t / 1000, self.tz).date()
+        found = recipients(
+            roles,  # type: ignore[arg-type]
+            facts,
+            day,
+            maintenance_unit=device.maintenance_unit_id if device else None,
+            district_orgs=district_orgs,
+            special_equipment=RULES[row.rule].special_equipment,
+        )
+        existing: dict[str, models.AlertRecipient] = {
+            r.org_id: r
+            for r in (
+                await session.scalars(
+                    select(models.AlertRecipient).where(models.AlertRecipient.alert_id == row.id)
+                )
+            ).all()
+        }
+        added: list[Recipient] = []
+        for r in found:
+            known = existing.get(r.org)
+            if known is not None:
+                if known.read_only and not r.read_only:
+                    known.read_only = False  # now named by the ladder: may act
+                continue
+            session.add(
+                models.AlertRecipient(
+                    alert_id=row.id,
+                    org_id=r.org,
+                    role=r.role,
+                    read_only=r.read_only,
+                    standing_in=r.standing_in,
+                    step=step,
+                    added_t=now,
+                )
+            )
+            added.append(r)
+        await session.flush()
+        return added
+
+    async def _outbox(
+        self,
+        session: AsyncSession,
+        row: models.Alert,
+        change: str,
+        now: int,
+        *,
+        only: set[str] | None = None,
+    ) -> None:
+        """One delivery per channel of every organisation the alert was routed to (or of
+        those in ``only``: an escalation tells the organisations it adds)."""
+        told = (
+            await session.scalars(
+                select(models.AlertRecipient).where(models.AlertRecipient.alert_id == row.id)
+            )
+        ).all()
+        if not told:
+            return
+        by_org = {r.org_id: r for r in told if only is None or r.org_id in only}
+        if not by_org:
+            return
+        channels = (
+            await session.scalars(
+                select(models.OrgChannel).where(
+                    models.OrgChannel.org_id.in_(by_org), models.OrgChannel.enabled
+                )
+            )
+        ).all()
+        body = alert_json(row)
+        for ch in channels:
+            r = by_org[ch.org_id]
+            message = {
+                **body,
+                "change": change,
+                "t": now,
+                "recipient": {"org": r.org_id, "role": r.role, "read_only": r.read_only,
+                              "standing_in": r.standing_in},
+                "responsible": [x.org_id for x in told if not x.read_only],
+            }  # fmt: skip
+            session.add(
+                models.Delivery(
+                    alert_id=row.id,
+                    org_id=ch.org_id,
+                    channel_id=ch.id,
+                    body=json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                    status="pending",
+                    attempts=0,
+                    created_t=now,
+                    next_t=now,
+                )
+            )
+
+    async def _load(self, session: AsyncSession, row: models.Alert) -> Alert:
+        steps = (
+            await session.scalars(
+                select(models.AlertTransition)
+                .where(models.AlertTransition.alert_id == row.id)
+                .order_by(models.AlertTransition.id)
+            )
+        ).all()
+        return Alert(
+            rule=row.rule,  # type: ignore[arg-type]
+            community=row.community_id,
+            device=row.device,
+            severity=row.severity,  # type: ignore[arg-type]
+            opened_t=row.opened_t,
+            state=row.state,  # type: ignore[arg-type]
+            updated_t=row.updated_t,
+            repeats=row.repeats,
+            ended_t=row.ended_t,
+            detail=json.loads(row.detail),
+            timeline=[
+                Transition(s.t, s.to_state, s.by, s.note, s.evidence)  # type: ignore[arg-type]
+                for s in steps
+                if s.to_state != "escalated"
+            ],
+        )
+
+    def _add_transition(self, session: AsyncSession, alert_id: int, step: Transition) -> None:
+        session.add(
+            models.AlertTransition(
+                alert_id=alert_id,
+                t=step.t,
+                to_state=step.to,
+                by=step.by,
+                note=step.note,
+                evidence=step.evidence,
+            )
+        )
+
+    async def _set_timer(
+        self, session: AsyncSession, key: str, due_t: int, payload: dict[str, Any]
+    ) -> None:
+        found = await session.scalar(select(models.AlertTimer).where(models.AlertTimer.key == key))
+        if found is None:
+            session.add(models.AlertTimer(key=key, due_t=due_t, payload=json.dumps(payload)))
+        else:
+            found.due_t = due_t
+
+    async def transition(
+        self, alert_id: int, to: AlertState, by: str, *, note: str = "", evidence: str = ""
+    ) -> models.Alert:
+        """A person's step (the API checked who may); TransitionError if not allowed."""
+        now = self.clock()
+        async with self._lock, self.db.session() as session:
+            row = await session.get(models.Alert, alert_id)
+            if row is None:
+                raise LookupError(f"no alert {alert_id}")
+            alert = await self._load(session, row)
+            step = alert.move(to, by, now, note=note, evidence=evidence)
+            self._store_state(row, alert)
+            self._add_transition(session, row.id, step)
+            await self._outbox(session, row, to, now)
+        self.on_outbox()
+        return row
+
+    def _store_state(self, row: models.Alert, alert: Alert) -> None:
+        row.state, row.updated_t, row.ended_t = alert.state, alert.updated_t, alert.ended_t
+        if alert.state not in OPEN_STATES:
+            row.running_key = None  # a new signal opens a new alert
+
+    # --- timers --------------------------------------------------------------------------
+
+    async def run_timers(self, stop: asyncio.Event | None = None) -> None:
+        """Fire due timers until cancelled; also the engine's device-silence rule."""
+        while stop is None or not stop.is_set():
+            try:
+                await self.fire_due()
+                now = self.clock()
+                silent = self.engine.tick_silence(now)
+                if silent:
+                    await self._apply(silent, [], now)
+            except Exception:  # a bad row must not stop every timer
+                log.exception("alert timers failed; retrying")
+            await asyncio.sleep(TIMER_POLL_S)
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now; how many this worker fired."""
+        now = self.clock()
+        async with self.db.session() as session:
+            due = (
+                (
+                    await session.execute(
+                        select(models.AlertTimer.id)
+                        .where(models.AlertTimer.due_t <= now)
+                        .order_by(models.AlertTimer.due_t)
+                        .limit(TIMER_BATCH)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        fired = 0
+        for timer_id in due:
+            fired += await self._fire(timer_id, now)
+        return fired
+
+    async def _fire(self, timer_id: int, now: int) -> int:
+        async with self._lock, self.db.session() as session:
+            timer = await session.get(models.AlertTimer, timer_id)
+            if timer is None:
+                return 0
+            taken = await session.execute(
+                delete(models.AlertTimer).where(models.AlertTimer.id == timer_id)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return 0  # another worker took it
+            payload = json.loads(timer.payload)
+            kind = timer.key.split(":", 1)[0]
+            if kind == "cond":
+                sig = Signal(payload["rule"], payload["community"], payload["device"], now,
+                             True, payload["detail"])  # fmt: skip
+                await self._signal(session, sig, now)
+            elif kind == "step":
+                await self._escalate(session, payload["alert"], payload["i"], now)
+            elif kind == "settle":
+                await self._settle(session, payload["alert"], now)
+            self.timers_fired += 1
+        self.on_outbox()
+        return 1
+
+    async def _escalate(self, session: AsyncSession, alert_id: int, i: int, now: int) -> None:
+        row = await session.get(models.Alert, alert_id)
+        if row is None or row.state not in OPEN_STATES:
+            return
+        community = await session.get(models.Community, row.community_id)
+        if community is None:
+            return
+        ladder = self.ladders.for_alert(row.rule, row.community_id, community.district)
+        if i >= len(ladder.steps):
+            return  # the ladder changed since
+        step: Step = ladder.steps[i]
+        alert = await self._load(session, row)
+        if not step.applies(alert):
+            return
+        added = await self._route(
+            session, row, community, step.to, step=step.tag or f"step{i}", now=now
+        )
+        row.level += 1
+        row.updated_t = now
+        names = ", ".join(f"{r.org} ({r.role})" for r in added) or "nobody new"
+        session.add(
+            models.AlertTransition(alert_id=row.id, t=now, to_state="escalated", by=SYSTEM,
+                                   note=f"{step.tag or f'step {i}'}: {names}")
+        )  # fmt: skip
+        if step.tag == "accident_record":
+            await self._accident(session, row, now)
+        log.warning("alert %d escalated (%s) to %s", row.id, step.tag, names)
+        await self._outbox(session, row, "escalated", now, only={r.org for r in added})
+
+    async def _accident(self, session: AsyncSession, row: models.Alert, now: int) -> None:
+        steps = (
+            await session.scalars(
+                select(models.AlertTransition)
+                .where(models.AlertTransition.alert_id == row.id)
+                .order_by(models.AlertTransition.id)
+            )
+        ).all()
+        timeline = [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note} for s in steps]
+        ms = await session.scalar(
+            select(models.AlertRecipient.org_id).where(
+                models.AlertRecipient.alert_id == row.id,
+                models.AlertRecipient.role == "market_supervision",
+            )
+        )
+        session.add(
+            models.AccidentRecord(
+                alert_id=row.id,
+                created_t=now,
+                to_org=ms or "",
+                body=json.dumps({"alert": alert_json(row), "timeline": timeline},
+                                ensure_ascii=False),
+            )
+        )  # fmt: skip
+
+    async def _settle(self, session: AsyncSession, alert_id: int, now: int) -> None:
+        row = await session.get(models.Alert, alert_id)
+        if row is None or row.state not in OPEN_STATES:
+            return
+        alert = await self._load(session, row)
+        flap = self.settings.for_device(row.community_id, row.device).flap_s
+        step = alert.settle(now, flap)
+        if step is None:
+            if alert.ended_t is not None:  # not long enough yet (the clock moved back?)
+                due = alert.ended_t + int(flap * 1000)
+                await self._set_timer(session, f"settle:{row.id}", due, {"alert": row.id})
+            return
+        self._store_state(row, alert)
+        self._add_transition(session, row.id, step)
+        await self._outbox(session, row, "resolved", now)

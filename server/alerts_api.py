@@ -1,0 +1,215 @@
+"""The alert API, per organisation (``Authorization: Bearer <token>``, tokens made with
+``linli tokens create ORG``).
+
+    GET  /api/alerts                      alerts routed to the caller, newest first; filters
+                                          community, rule, severity, state, since, until (ms),
+                                          limit
+    GET  /api/alerts/{id}                 one alert: timeline, recipients, deliveries
+    POST /api/alerts/{id}/transitions     {"to", "note"?, "evidence"?}
+
+An organisation sees the alerts it was routed to and acts on those it answers for; market
+supervision sees special-equipment alerts and never acts (read only); another
+organisation's alert is "not found" (its existence is not disclosed). The operator's
+``admin_token`` reads every alert and acts on none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Final, get_args
+
+import msgspec
+from aiohttp import web
+from sqlalchemy import select
+
+from alerts.lifecycle import AlertState, TransitionError
+from server import models
+from server.alerting import AlertService, alert_json
+from server.http_json import int_param, json_error
+from server.keys import DATABASE, SETTINGS
+
+__all__ = ["ALERTS", "add_alert_routes", "token_digest"]
+
+ALERTS = web.AppKey("alerts", AlertService)
+_STATES: Final = frozenset(get_args(AlertState))
+#: Roles that see but never act (DOMAIN.md: market supervision is informed).
+_READ_ONLY_ROLES: Final = frozenset({"market_supervision"})
+MAX_T: Final = 4_102_444_800_000
+
+
+def token_digest(token: str) -> str:
+    """How a token is stored: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: an organisation, or the operator (``org`` None)."""
+
+    org: str | None
+
+
+async def _caller(request: web.Request) -> Caller:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "missing Authorization: Bearer <token>"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="linli"'},
+        )
+    admin = request.app[SETTINGS].admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
+        return Caller(None)
+    async with request.app[DATABASE].session() as session:
+        row = await session.get(models.ApiToken, token_digest(token))
+    if row is None:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "the token is not valid"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="linli", error="invalid_token"'},
+        )
+    return Caller(row.org_id)
+
+
+def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        message = f"query parameter {name}={value!r} is not one of {', '.join(sorted(allowed))}"
+        raise json_error(web.HTTPBadRequest, message)
+    return value
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Alerts routed to the caller, newest first."""
+    caller = await _caller(request)
+    from alerts.rules import RULES  # noqa: PLC0415 (the rule table only here)
+
+    query = select(models.Alert)
+    if caller.org is not None:
+        query = query.join(
+            models.AlertRecipient, models.AlertRecipient.alert_id == models.Alert.id
+        ).where(models.AlertRecipient.org_id == caller.org)
+    community = request.query.get("community")
+    if community:
+        query = query.where(models.Alert.community_id == community)
+    rule = _choice(request, "rule", frozenset(RULES))
+    if rule:
+        query = query.where(models.Alert.rule == rule)
+    severity = _choice(request, "severity", frozenset({"info", "minor", "major", "critical"}))
+    if severity:
+        query = query.where(models.Alert.severity == severity)
+    state = _choice(request, "state", _STATES)
+    if state:
+        query = query.where(models.Alert.state == state)
+    since = int_param(request, "since", 0, 0, MAX_T)
+    until = int_param(request, "until", MAX_T, 0, MAX_T)
+    if since >= until:
+        raise json_error(web.HTTPBadRequest, "query parameter since must be before until")
+    limit = int_param(request, "limit", 100, 1, 1000)
+    query = (
+        query.where(models.Alert.opened_t >= since, models.Alert.opened_t < until)
+        .order_by(models.Alert.opened_t.desc(), models.Alert.id.desc())
+        .limit(limit)
+    )
+    async with request.app[DATABASE].session() as session:
+        rows = (await session.scalars(query)).all()
+    return web.json_response({"alerts": [alert_json(r) for r in rows]})
+
+
+async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, dict[str, Any]]:
+    """The alert of the path, if the caller may see it; 404 otherwise; and its record."""
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise json_error(web.HTTPNotFound, f"no alert {raw!r}")
+    alert_id = int(raw)
+    async with request.app[DATABASE].session() as session:
+        row = await session.get(models.Alert, alert_id)
+        told = (
+            await session.scalars(
+                select(models.AlertRecipient).where(models.AlertRecipient.alert_id == alert_id)
+            )
+        ).all()
+        if row is None or (caller.org is not None and caller.org not in {r.org_id for r in told}):
+            raise json_error(web.HTTPNotFound, f"no alert {alert_id} for you")
+        steps = (
+            await session.scalars(
+                select(models.AlertTransition)
+                .where(models.AlertTransition.alert_id == alert_id)
+                .order_by(models.AlertTransition.id)
+            )
+        ).all()
+        deliveries = (
+            await session.execute(
+                select(models.Delivery, models.OrgChannel.kind)
+                .join(models.OrgChannel, models.OrgChannel.id == models.Delivery.channel_id)
+                .where(models.Delivery.alert_id == alert_id)
+                .order_by(models.Delivery.id)
+            )
+        ).all()
+    record = {
+        **alert_json(row),
+        "timeline": [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note,
+                      "evidence": s.evidence} for s in steps],
+        "recipients": [{"org": r.org_id, "role": r.role, "step": r.step,
+                        "read_only": r.read_only or r.role in _READ_ONLY_ROLES,
+                        "standing_in": r.standing_in, "t": r.added_t} for r in told],
+        "deliveries": [{"id": d.id, "org": d.org_id, "channel": kind, "status": d.status,
+                        "attempts": d.attempts, "created_t": d.created_t,
+                        "delivered_t": d.delivered_t, "last_error": d.last_error}
+                       for d, kind in deliveries],
+    }  # fmt: skip
+    return row, record
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    """One alert with its timeline, recipients and deliveries."""
+    caller = await _caller(request)
+    _row, record = await _visible(request, caller)
+    return web.json_response(record)
+
+
+class _TransitionRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    to: AlertState
+    note: str = ""
+    evidence: str = ""
+
+
+async def post_transition(request: web.Request) -> web.Response:
+    """A step of the lifecycle by the caller's organisation."""
+    caller = await _caller(request)
+    row, record = await _visible(request, caller)
+    if caller.org is None:
+        raise json_error(web.HTTPForbidden, "the operator token reads alerts; it does not act")
+    mine = next(r for r in record["recipients"] if r["org"] == caller.org)
+    if mine["read_only"]:
+        raise json_error(web.HTTPForbidden, f"{caller.org} is informed of alert {row.id}, "
+                                            "read only")  # fmt: skip
+    raw = await request.read()
+    try:
+        req = msgspec.json.decode(raw, type=_TransitionRequest)
+    except msgspec.ValidationError as exc:
+        raise json_error(web.HTTPBadRequest, f"transition: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise json_error(web.HTTPBadRequest, f"body is not JSON: {exc}") from None
+    if req.to in ("resolved", "false_alarm") and not req.note.strip():
+        raise json_error(web.HTTPBadRequest, f"note: {req.to} needs a note (what was done)")
+    if len(req.note) > 4000 or len(req.evidence) > 1000:
+        raise json_error(web.HTTPBadRequest, "note or evidence too long (4000 / 1000)")
+    try:
+        updated = await request.app[ALERTS].transition(
+            row.id, req.to, caller.org, note=req.note, evidence=req.evidence
+        )
+    except TransitionError as exc:
+        raise json_error(web.HTTPConflict, str(exc)) from None
+    return web.json_response(alert_json(updated))
+
+
+def add_alert_routes(app: web.Application) -> None:
+    """Register the alert routes."""
+    app.router.add_get("/api/alerts", list_alerts)
+    app.router.add_get("/api/alerts/{id}", get_alert)
+    app.router.add_post("/api/alerts/{id}/transitions", post_transition)

@@ -1,0 +1,269 @@
+"""The notifier: sends the outbox (``deliveries``) that alert changes write.
+
+Channels (``org_channels``, declared per organisation in the registry):
+
+* ``webhook``: ``POST`` the alert JSON with ``X-Linli-Signature: sha256=<hex>``, the
+  HMAC-SHA256 of the body under the organisation's secret (DESIGN.md, "Webhook delivery").
+  2xx is delivered; anything else, or no answer within the timeout, is retried.
+* ``robot``: a group-chat robot webhook of the kind WeCom (企业微信) and DingTalk (钉钉) use:
+  ``{"msgtype": "text", "text": {"content": …}}`` with a Chinese one-line summary; their
+  APIs answer 200 with ``errcode`` 0 on success, and anything else is retried.
+* ``mqtt``: the organisation's feed, ``{prefix}/org/{org}/alerts`` (QoS 1, not retained),
+  published by the server's management link.
+
+Every attempt is recorded (``delivery_attempts``). Retries back off exponentially with full
+jitter, capped at ``notify_backoff_max_s``; after ``notify_max_attempts`` a delivery is
+dead-lettered (``status = dead``, visible on the alert). Deliveries are claimed one by one
+with a lease (``claimed_until``) and sent concurrently, each bounded by its own timeout, so
+one organisation's dead endpoint never delays another's; a worker that dies mid-send leaves
+the claim to run out and another worker sends it again (at least once: receivers dedupe on
+the delivery id header ``X-Linli-Delivery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select, update
+
+from server import models
+from server.db import Database
+
+__all__ = ["NOTIFIER", "Notifier", "NotifyPolicy", "robot_text", "sign"]
+
+log = logging.getLogger(__name__)
+
+POLL_S: Final = 0.25
+BATCH: Final = 50
+
+SEVERITY_ZH: Final = {"critical": "紧急", "major": "重要", "minor": "一般", "info": "提示"}
+RULE_ZH: Final = {
+    "trapped": "电梯困人",
+    "elevator_fault": "电梯故障",
+    "frequent_faults": "电梯频繁故障",
+    "maintenance_overdue": "电梯维保超期",
+    "inspection_due": "电梯检验即将到期",
+    "inspection_overdue": "电梯检验超期",
+    "ebike_in_elevator": "电动车入梯",
+    "fire_lane_blocked": "消防通道堵塞",
+    "gate_forced": "门禁被强行打开",
+    "gate_held_open": "门禁长时间未关",
+    "fire_release": "消防联动开门",
+    "device_offline": "设备离线",
+    "gateway_offline": "网关离线",
+}
+CHANGE_ZH: Final = {
+    "opened": "新告警",
+    "escalated": "告警升级",
+    "acknowledged": "已响应",
+    "on_site": "已到场",
+    "resolved": "已处置",
+    "closed": "已关闭",
+    "false_alarm": "误报",
+}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Linli-Signature`` header value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def robot_text(message: dict[str, Any]) -> str:
+    """The one-line Chinese summary a chat robot posts."""
+    rule = RULE_ZH.get(message["rule"], message["rule"])
+    change = CHANGE_ZH.get(message["change"], message["change"])
+    severity = SEVERITY_ZH.get(message["severity"], message["severity"])
+    return (
+        f"【{severity}】{rule}（{change}）小区 {message['community']} 设备 {message['device']}，"
+        f"状态 {message['state']}，告警编号 {message['id']}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPolicy:
+    """Retry bounds (server settings ``notify_*``)."""
+
+    max_attempts: int = 30
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    timeout_s: float = 10.0
+
+    def next_delay_s(self, attempts: int) -> float:
+        """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter")."""
+        bound = min(self.backoff_max_s, self.backoff_min_s * 2 ** (attempts - 1))
+        return random.uniform(bound / 2, bound)  # noqa: S311 (jitter, not security)
+
+
+MqttPublish = Callable[[str, bytes], Awaitable[None]]
+
+
+class Notifier:
+    """Sends due deliveries until cancelled (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        policy: NotifyPolicy | None = None,
+        mqtt_prefix: str = "linli/v1",
+        mqtt_publish: MqttPublish | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.db = db
+        self.policy = policy or NotifyPolicy()
+        self.prefix = mqtt_prefix
+        self._mqtt_publish = mqtt_publish
+        self.clock = clock
+        #: How long a claim holds: a worker that died mid-send loses it after this.
+        self.claim_ms = int(self.policy.timeout_s * 3000)
+        self.wake = asyncio.Event()
+        self.sent = 0
+        self.failed = 0
+        self.dead = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Claim and send due deliveries until cancelled."""
+        timeout = aiohttp.ClientTimeout(total=self.policy.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            try:
+                while True:
+                    try:
+                        for delivery_id in await self._claim():
+                            task = asyncio.create_task(self._send(http, delivery_id))
+                            self._tasks.add(task)
+                            task.add_done_callback(self._tasks.discard)
+                    except Exception:
+                        log.exception("notifier failed to claim deliveries; retrying")
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), POLL_S)
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _claim(self) -> list[int]:
+        now = self.clock()
+        async with self.db.session() as session:
+            due = (
+                await session.scalars(
+                    select(models.Delivery.id)
+                    .where(
+                        models.Delivery.status == "pending",
+                        models.Delivery.next_t <= now,
+                        models.Delivery.claimed_until < now,
+                    )
+                    .order_by(models.Delivery.next_t)
+                    .limit(BATCH)
+                )
+            ).all()
+            mine: list[int] = []
+            for delivery_id in due:
+                claimed = await session.execute(
+                    update(models.Delivery)
+                    .where(models.Delivery.id == delivery_id, models.Delivery.claimed_until < now)
+                    .values(claimed_until=now + self.claim_ms)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    mine.append(delivery_id)
+        return mine
+
+    async def _send(self, http: aiohttp.ClientSession, delivery_id: int) -> None:
+        async with self.db.session() as session:
+            delivery = await session.get(models.Delivery, delivery_id)
+            channel = (
+                await session.get(models.OrgChannel, delivery.channel_id) if delivery else None
+            )
+        if delivery is None or channel is None:
+            return
+        start = time.monotonic()
+        status: int | None = None
+        error = ""
+        try:
+            status, error = await self._deliver(http, delivery, channel)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:
+            log.exception("delivery %d failed unexpectedly", delivery_id)
+            error = f"{type(exc).__name__}: {exc}"
+        ok = not error
+        took = int((time.monotonic() - start) * 1000)
+        now = self.clock()
+        async with self.db.session() as session:
+            row = await session.get(models.Delivery, delivery_id)
+            if row is None:
+                return
+            row.attempts += 1
+            session.add(
+                models.DeliveryAttempt(delivery_id=delivery_id, t=now, ok=ok, status=status,
+                                       error=error[:1000], duration_ms=took)
+            )  # fmt: skip
+            row.claimed_until = 0
+            if ok:
+                row.status, row.delivered_t, row.last_error = "delivered", now, ""
+                self.sent += 1
+            else:
+                row.last_error = error[:1000]
+                self.failed += 1
+                if row.attempts >= self.policy.max_attempts:
+                    row.status = "dead"
+                    self.dead += 1
+                    log.error("delivery %d to %s dead after %d attempts: %s",
+                              delivery_id, row.org_id, row.attempts, error)  # fmt: skip
+                else:
+                    row.next_t = now + int(self.policy.next_delay_s(row.attempts) * 1000)
+
+    async def _deliver(
+        self, http: aiohttp.ClientSession, delivery: models.Delivery, channel: models.OrgChannel
+    ) -> tuple[int | None, str]:
+        """Send once; (HTTP status or None, error or "")."""
+        body = delivery.body.encode()
+        if channel.kind == "webhook":
+            headers = {
+                "Content-Type": "application/json",
+                "X-Linli-Signature": sign(channel.secret, body),
+                "X-Linli-Delivery": str(delivery.id),
+            }
+            async with http.post(channel.target, data=body, headers=headers) as resp:
+                await resp.read()
+                ok = 200 <= resp.status < 300
+                return resp.status, "" if ok else f"HTTP {resp.status}"
+        if channel.kind == "robot":
+            text = robot_text(json.loads(delivery.body))
+            payload = {"msgtype": "text", "text": {"content": text}}
+            async with http.post(channel.target, json=payload) as resp:
+                answer = await resp.text()
+                if not 200 <= resp.status < 300:
+                    return resp.status, f"HTTP {resp.status}"
+                try:
+                    code = json.loads(answer).get("errcode", 0)
+                except (json.JSONDecodeError, AttributeError):
+                    code = 0
+                return resp.status, "" if code == 0 else f"robot errcode {code}: {answer[:200]}"
+        if channel.kind == "mqtt":
+            if self._mqtt_publish is None:
+                return None, "no MQTT link"
+            topic = f"{self.prefix}/org/{delivery.org_id}/alerts"
+            await self._mqtt_publish(topic, body)
+            return None, ""
+        return None, f"channel kind {channel.kind!r} is not supported"
+
+
+NOTIFIER = web.AppKey("notifier", Notifier)
