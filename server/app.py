@@ -40,7 +40,7 @@ from server.keys import (
 )
 from server.livestate import LiveState
 from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
-from server.notifier import NOTIFIER, Notifier, NotifyPolicy
+from server.notifier import NOTIFIER, Notifier, NotifyPolicy, SmtpTarget
 from server.registry import RegistryIndex, load_registry_index
 from server.settings import Settings, influx_target
 from server.telemetry.influx import open_influx_writer
@@ -157,6 +157,7 @@ async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         mqtt_prefix=settings.mqtt_prefix,
         mqtt_publish=feed,
+        smtp=SmtpTarget.parse(settings.smtp_url, settings.smtp_from) if settings.smtp_url else None,
     )
     app[NOTIFIER] = notifier
     alerts = app[ALERTS]

@@ -10,6 +10,8 @@ Channels (``org_channels``, declared per organisation in the registry):
   APIs answer 200 with ``errcode`` 0 on success, and anything else is retried.
 * ``mqtt``: the organisation's feed, ``{prefix}/org/{org}/alerts`` (QoS 1, not retained),
   published by the server's management link.
+* ``email``: a plain-text mail (Chinese summary, then the alert JSON) through the SMTP
+  server of ``smtp_url``, sent with aiosmtplib; refused or unreachable is retried.
 
 Every attempt is recorded (``delivery_attempts``). Retries back off exponentially with full
 jitter, capped at ``notify_backoff_max_s``; after ``notify_max_attempts`` a delivery is
@@ -30,18 +32,21 @@ import json
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any, Final
 
 import aiohttp
+import aiosmtplib
 from aiohttp import web
 from sqlalchemy import select, update
 
 from server import models
 from server.db import Database
 
-__all__ = ["NOTIFIER", "Notifier", "NotifyPolicy", "robot_text", "sign"]
+__all__ = ["NOTIFIER", "Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,44 @@ def robot_text(message: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    """Where mail goes out (the ``smtp_url`` setting, parsed)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False
+    sender: str = "linli@localhost"
+
+    @classmethod
+    def parse(cls, url: str, sender: str) -> SmtpTarget:
+        parsed = urllib.parse.urlsplit(url)
+        tls = parsed.scheme == "smtps"
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or (465 if tls else 25),
+            username=urllib.parse.unquote(parsed.username) if parsed.username else None,
+            password=urllib.parse.unquote(parsed.password) if parsed.password else None,
+            use_tls=tls,
+            sender=sender,
+        )
+
+
+def mail(message: dict[str, Any], sender: str, to: str) -> EmailMessage:
+    """The email of one delivery."""
+    out = EmailMessage()
+    out["From"] = sender
+    out["To"] = to
+    out["Subject"] = robot_text(message).split("，", 1)[0]
+    out["X-Linli-Alert"] = str(message["id"])
+    out.set_content(
+        robot_text(message) + "\n\n" + json.dumps(message, ensure_ascii=False, indent=2) + "\n"
+    )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyPolicy:
     """Retry bounds (server settings ``notify_*``)."""
 
@@ -123,12 +166,14 @@ class Notifier:
         policy: NotifyPolicy | None = None,
         mqtt_prefix: str = "linli/v1",
         mqtt_publish: MqttPublish | None = None,
+        smtp: SmtpTarget | None = None,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.db = db
         self.policy = policy or NotifyPolicy()
         self.prefix = mqtt_prefix
         self._mqtt_publish = mqtt_publish
+        self.smtp = smtp
         self.clock = clock
         #: How long a claim holds: a worker that died mid-send loses it after this.
         self.claim_ms = int(self.policy.timeout_s * 3000)
@@ -198,7 +243,7 @@ class Notifier:
         error = ""
         try:
             status, error = await self._deliver(http, delivery, channel)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, aiosmtplib.SMTPException, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:
             log.exception("delivery %d failed unexpectedly", delivery_id)
@@ -262,6 +307,21 @@ class Notifier:
                 return None, "no MQTT link"
             topic = f"{self.prefix}/org/{delivery.org_id}/alerts"
             await self._mqtt_publish(topic, body)
+            return None, ""
+        if channel.kind == "email":
+            smtp = self.smtp
+            if smtp is None:
+                return None, "no smtp_url set on the server"
+            message = mail(json.loads(delivery.body), smtp.sender, channel.target)
+            await aiosmtplib.send(
+                message,
+                hostname=smtp.host,
+                port=smtp.port,
+                username=smtp.username,
+                password=smtp.password,
+                use_tls=smtp.use_tls,
+                timeout=self.policy.timeout_s,
+            )
             return None, ""
         return None, f"channel kind {channel.kind!r} is not supported"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
     "load_registry",
     "load_registry_index",
 ]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 OrgKind = Literal[
     "property_company",
@@ -57,11 +60,13 @@ class ChannelDecl(_Decl, frozen=True):
     """Where an organisation receives its alerts (server/notifier.py): at most one per kind.
 
     ``webhook``: ``url`` and ``secret`` (the HMAC key, at least 16 characters); ``robot``:
-    a WeCom/DingTalk robot ``url``; ``mqtt``: the feed ``{prefix}/org/{org}/alerts``."""
+    a WeCom/DingTalk robot ``url``; ``mqtt``: the feed ``{prefix}/org/{org}/alerts``;
+    ``email``: ``address``."""
 
-    kind: Literal["webhook", "robot", "mqtt"]
+    kind: Literal["webhook", "robot", "mqtt", "email"]
     url: str = ""
     secret: str = ""
+    address: str = ""
 
 
 class OrganisationDecl(_Decl, frozen=True):
@@ -161,6 +166,8 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
                 yield f"{path}.url", f"{ch.url!r} must start with http:// or https://"
             if ch.kind == "webhook" and len(ch.secret) < 16:
                 yield f"{path}.secret", "a webhook needs a secret of at least 16 characters"
+            if ch.kind == "email" and not _EMAIL.match(ch.address):
+                yield f"{path}.address", f"{ch.address!r} is not an email address"
 
     def want(path: str, org_id: str | None, kind: str) -> Iterator[tuple[str, str]]:
         if org_id is None:
@@ -337,8 +344,9 @@ async def _import_channels(session: AsyncSession, org: OrganisationDecl, n: Impo
         ).all()
     }
     for ch in org.channels:
+        target = ch.address if ch.kind == "email" else ch.url
         new = models.OrgChannel(
-            org_id=org.id, kind=ch.kind, target=ch.url, secret=ch.secret, enabled=True
+            org_id=org.id, kind=ch.kind, target=target, secret=ch.secret, enabled=True
         )
         found = existing.pop(ch.kind, None)
         if found is not None:

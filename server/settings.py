@@ -81,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     notify_max_attempts: int = 30
     notify_backoff_max_s: float = 60.0
     notify_timeout_s: float = 10.0
+    #: ``smtp://[user:password@]host[:port]`` (``smtps://`` for TLS from the start; plain
+    #: ``smtp://`` upgrades with STARTTLS when the server offers it).
+    smtp_url: str | None = None
+    smtp_from: str = "linli@localhost"
 
 
 _ENV_PREFIX = "LINLI_"
@@ -138,6 +142,10 @@ def load_settings(
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         raise ConfigError.one(
             source, None, "admin_token", "must be at least 16 characters (it unlocks gates)"
+        )
+    if settings.smtp_url is not None and not settings.smtp_url.startswith(("smtp://", "smtps://")):
+        raise ConfigError.one(
+            source, None, "smtp_url", f"{settings.smtp_url!r} must start with smtp:// or smtps://"
         )
     if settings.notify_max_attempts < 1:
         raise ConfigError.one(source, None, "notify_max_attempts", "must be at least 1")

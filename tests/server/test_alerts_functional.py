@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email
+import email.policy
 import functools
 import hashlib
 import hmac
@@ -20,7 +22,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import aiomqtt
 import pytest
 import yaml
 from aiohttp import web
+from aiosmtpd.controller import Controller
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -93,6 +96,28 @@ class Receiver:
         return [b["change"] for _, b in self.got if b["rule"] == rule]
 
 
+class Mailbox:
+    """A real SMTP server (aiosmtpd) that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook name)
+        self.messages.append(email.message_from_bytes(envelope.original_content,
+                                                      policy=email.policy.default))  # fmt: skip
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
 @pytest.fixture
 async def receivers() -> AsyncIterator[dict[str, Receiver]]:
     out: dict[str, Receiver] = {}
@@ -123,6 +148,8 @@ def registry_file(tmp: Path, receivers: dict[str, Receiver], *, handover: bool) 
         rec = receivers.get(org["id"])
         if rec is not None:
             org["channels"] = [{"kind": "webhook", "url": rec.url, "secret": rec.secret}]
+        if org["id"] == "so-shancheng":  # the street office also reads mail
+            org["channels"].append({"kind": "email", "address": "duty@shancheng.example"})
     if handover:
         contract = next(c for c in reg["contracts"] if c["community"] == COMMUNITY)
         contract["end"] = TODAY - dt.timedelta(days=1)
@@ -144,7 +171,7 @@ communities:
 """
 
 
-def server_files(tmp: Path) -> str:
+def server_files(tmp: Path, smtp_port: int) -> str:
     shipped = (ROOT / "alerts" / "ladders.yaml").read_text()
     ladders = tmp / "ladders.yaml"
     ladders.write_text(shipped.replace("communities: {}\n", LADDER_OVERRIDE))
@@ -158,6 +185,7 @@ def server_files(tmp: Path) -> str:
     return (
         f'alert_ladders = "{ladders}"\nalert_thresholds = "{thresholds}"\n'
         'notify_backoff_max_s = 1.0\nnotify_timeout_s = 2.0\nmqtt_shared_group = ""\n'
+        f'smtp_url = "smtp://127.0.0.1:{smtp_port}"\nsmtp_from = "linli@example.org"\n'
     )
 
 
@@ -214,10 +242,10 @@ async def until(predicate: Any, timeout: float, what: str) -> None:
 
 
 async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
-    tmp_path: Path, mosquitto: Broker, receivers: dict[str, Receiver]
+    tmp_path: Path, mosquitto: Broker, receivers: dict[str, Receiver], mailbox: Mailbox
 ) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    srv = server_on(tmp_path, mosquitto, extra=server_files(tmp_path),
+    srv = server_on(tmp_path, mosquitto, extra=server_files(tmp_path, mailbox.port),
                     registry=registry_file(tmp_path, receivers, handover=False))  # fmt: skip
     settings = str(srv.settings)
     tokens = {}
@@ -290,6 +318,13 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         escalated = receivers["so-shancheng"].got[-1][1]
         assert escalated["level"] == 1
         assert escalated["recipient"]["role"] == "street_office"
+        await until(lambda: mailbox.messages, 10, "the street office's mail")
+        assert len(mailbox.messages) == 1
+        mail = mailbox.messages[0]
+        assert mail["To"] == "duty@shancheng.example"
+        assert mail["X-Linli-Alert"] == str(lane_alert["id"])
+        assert "消防通道堵塞（告警升级）" in mail["Subject"]
+        assert '"change": "escalated"' in mail.get_content()
         status, record = api(srv, tokens["pc-anju"], "GET", f"/api/alerts/{lane_alert['id']}")
         assert status == 200, record
         fr = [d for d in record["deliveries"] if d["org"] == "fr-shanting"]

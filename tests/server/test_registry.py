@@ -111,3 +111,61 @@ async def test_import_is_idempotent_and_updates_in_place(tmp_path: Path) -> None
     assert (third.created, third.updated) == (0, 1)
     assert com is not None
     assert com.name == "梅花园小区"
+
+
+CHANNELS = """\
+version: 1
+organisations:
+  - id: pc-1
+    kind: property_company
+    name: 一号物业
+    channels:
+      - {kind: webhook, url: "ftp://x", secret: short}
+      - {kind: webhook, url: "https://a.example/hook", secret: 0123456789abcdef}
+      - {kind: email, address: "not-an-address"}
+      - {kind: pager, url: "https://x"}
+"""
+
+
+def test_bad_channels_are_listed_with_lines(tmp_path: Path) -> None:
+    path = tmp_path / "reg.yaml"
+    path.write_text(CHANNELS.replace('      - {kind: pager, url: "https://x"}\n', ""))
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    got = [str(p).replace(str(path), "reg.yaml") for p in info.value.problems]
+    assert got == [
+        "reg.yaml:7: organisations[0].channels[0].url: 'ftp://x' must start with http:// or "
+        "https://",
+        "reg.yaml:7: organisations[0].channels[0].secret: a webhook needs a secret of at "
+        "least 16 characters",
+        "reg.yaml:8: organisations[0].channels[1].kind: a second webhook channel: declare one "
+        "per kind",
+        "reg.yaml:9: organisations[0].channels[2].address: 'not-an-address' is not an email "
+        "address",
+    ]
+    path.write_text(CHANNELS)
+    with pytest.raises(ConfigError, match="pager"):
+        load_registry(path)
+
+
+async def test_channels_are_updated_in_place_and_undeclared_ones_disabled(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    path = tmp_path / "reg.yaml"
+    two = ("version: 1\norganisations:\n  - id: pc-1\n    kind: property_company\n"
+           "    name: 一号物业\n    channels:\n"
+           "      - {kind: webhook, url: 'https://a.example/hook', secret: 0123456789abcdef}\n"
+           "      - {kind: email, address: duty@pc1.example}\n")  # fmt: skip
+    path.write_text(two)
+    async with open_database(url) as db:
+        async with db.session() as s:
+            await import_registry(s, load_registry(path))
+        path.write_text(two.replace("a.example", "b.example").rsplit("      - {kind: email", 1)[0])
+        async with db.session() as s:
+            counts = await import_registry(s, load_registry(path))
+        async with db.session() as s:
+            rows = (await s.scalars(select(models.OrgChannel).order_by(models.OrgChannel.id))).all()
+    assert [(r.kind, r.target, r.enabled) for r in rows] == [
+        ("webhook", "https://b.example/hook", True),
+        ("email", "duty@pc1.example", False),
+    ]
+    assert counts.updated == 2
