@@ -132,6 +132,17 @@ class AlertService:
     async def _condition(self, session: AsyncSession, cond: Condition, now: int) -> None:
         key = f"cond:{cond.rule}:{cond.community}:{cond.device}"
         if cond.active:
+            running = await session.scalar(
+                select(models.Alert.id).where(
+                    models.Alert.running_key == _running_key(cond.community, cond.device, cond.rule)
+                )
+            )
+            if running is not None:
+                # Back within the flapping window of the running alert: it is a repeat of
+                # that alert, not a new condition to wait out again.
+                sig = Signal(cond.rule, cond.community, cond.device, now, True, cond.detail)
+                await self._signal(session, sig, now)
+                return
             found = await session.scalar(
                 select(models.AlertTimer).where(models.AlertTimer.key == key)
             )
@@ -298,9 +309,9 @@ class AlertService:
             return
         channels = (
             await session.scalars(
-                select(models.OrgChannel).where(
-                    models.OrgChannel.org_id.in_(by_org), models.OrgChannel.enabled
-                )
+                select(models.OrgChannel)
+                .where(models.OrgChannel.org_id.in_(by_org), models.OrgChannel.enabled)
+                .order_by(models.OrgChannel.id)
             )
         ).all()
         body = alert_json(row)

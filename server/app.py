@@ -114,6 +114,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[LIVE] = live
     app[INGEST] = ingest
+    start = alerts.clock()
+    for (community, device), info in ingest.registry.devices.items():
+        alerts.engine.watch(community, device, info.kind, start)  # silent ones go offline
     if INFLUX in app:
 
         def building_of(community: str, dev: str) -> str:
