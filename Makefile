@@ -49,6 +49,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/modbus_cycle.py
 	$(BIN)/python bench/influx.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

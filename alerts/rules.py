@@ -258,6 +258,10 @@ class RuleEngine:
         self._held: dict[tuple[str, str], _Since] = {}
         self._gateways_down: dict[tuple[str, str], _Since] = {}
         self._conditions: list[Condition] = []
+        # Lanes known clear since their last end: a clear reading of one of them ends
+        # nothing. Unknown after a start, so the first clear reading ends a lane that a
+        # server before a restart may have been timing.
+        self._clear: set[tuple[str, str]] = set()
 
     def take_conditions(self) -> list[Condition]:
         """The timed conditions begun or ended since the last call."""
@@ -372,6 +376,9 @@ class RuleEngine:
             else:
                 lane.detail.update(detail)
             return []
+        if key in self._clear:
+            return []  # still clear: nothing ended (a lane reports every heartbeat)
+        self._clear.add(key)
         self._end("fire_lane_blocked", key)
         lane = self._lanes.pop(key, None)
         if lane is not None and lane.raised:
@@ -379,6 +386,7 @@ class RuleEngine:
         return []
 
     def _start_lane(self, key: tuple[str, str], lane: _Since) -> None:
+        self._clear.discard(key)
         self._lanes[key] = lane
         limit = self.settings.for_device(*key).fire_lane_alert_s
         self._begin("fire_lane_blocked", key, lane, limit)

@@ -215,3 +215,18 @@ def test_timed_conditions_are_offered_to_a_server_that_keeps_them() -> None:
         ("fire_lane_blocked", False),
         ("gateway_offline", False),
     ]
+
+
+def test_a_clear_lane_reporting_clear_again_ends_nothing() -> None:
+    """A heartbeat of a clear lane must not cost the server a transaction each time: only
+    the first clear reading after a start (or after an occupation) ends the condition."""
+    engine = RuleEngine()
+    clear = Reading(T, "fl-1", "fire_lane", {"occupied": False})
+    engine.observe(C, clear, T)
+    assert [c.active for c in engine.take_conditions()] == [False]
+    for i in range(5):
+        engine.observe(C, clear, T + i * S)
+    assert engine.take_conditions() == []
+    engine.observe(C, Reading(T, "fl-1", "fire_lane", {"occupied": True}), T + 10 * S)
+    engine.observe(C, clear, T + 20 * S)
+    assert [c.active for c in engine.take_conditions()] == [True, False]
