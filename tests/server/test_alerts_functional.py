@@ -156,6 +156,8 @@ def registry_file(tmp: Path, receivers: dict[str, Receiver], *, handover: bool) 
             org["channels"] = [{"kind": "webhook", "url": rec.url, "secret": rec.secret}]
         if org["id"] == "so-shancheng":  # the street office also reads mail
             org["channels"].append({"kind": "email", "address": "duty@shancheng.example"})
+        if org["id"] == "ms-shanting":  # and market supervision takes its MQTT feed
+            org["channels"].append({"kind": "mqtt"})
     if handover:
         contract = next(c for c in reg["contracts"] if c["community"] == COMMUNITY)
         contract["end"] = TODAY - dt.timedelta(days=1)
@@ -280,6 +282,15 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         site = gateway_site(tmp_path, mosquitto, line.host)
         gw = subprocess.Popen(linli("gateway", "--config", str(site)), cwd=ROOT, stdout=out,
                               stderr=subprocess.STDOUT)  # fmt: skip
+    feed: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-feed") as sub:
+            await sub.subscribe("linli/v1/org/ms-shanting/alerts", qos=1)
+            async for message in sub.messages:
+                feed.append(json.loads(message.payload))  # type: ignore[arg-type]  # noqa: PERF401
+
+    listener = asyncio.create_task(listen())
     try:
         await until(lambda: get_json(f"{srv.url}/api/ingest")["items"] > 0, 20, "first items")
 
@@ -292,6 +303,8 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
             arrived, body = receivers[org].got[0]
             assert body["change"] == "opened"
             assert arrived - body["detail"]["device_t"] < 2000, (org, body)
+        await until(lambda: feed, 10, "market supervision's MQTT feed")
+        assert (feed[0]["rule"], feed[0]["change"]) == ("trapped", "opened")
         first = receivers["pc-anju"].got[0][1]
         assert first["recipient"] == {"org": "pc-anju", "role": "company", "read_only": False,
                                       "standing_in": False}  # fmt: skip
@@ -418,6 +431,7 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         assert receivers["so-shancheng"].changes("gateway_offline") == ["opened"]
         assert all(r.bad_signatures == 0 for r in receivers.values())
     finally:
+        listener.cancel()
         assert stop(gw) == 0, gw_log.read_text()[-3000:]
         await terminal.shutdown()
         line.proc.terminate()
