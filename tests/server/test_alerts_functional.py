@@ -437,3 +437,43 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         line.proc.terminate()
         line.proc.wait(timeout=10)
         assert stop(srv.proc) == 0, srv.log.read_text()[-3000:]
+
+
+async def test_two_server_workers_open_once_and_escalate_once(
+    tmp_path: Path, mosquitto: Broker, receivers: dict[str, Receiver], mailbox: Mailbox
+) -> None:
+    """Two ``linli server`` processes on one database, sharing the gateway's messages
+    through a shared subscription: a fire lane becomes one alert and each step is sent
+    once, whichever worker ingests the readings and takes the timers."""
+    extra = server_files(tmp_path, mailbox.port).replace('mqtt_shared_group = ""\n', "")
+    first = server_on(tmp_path, mosquitto, extra=extra,
+                      registry=registry_file(tmp_path, receivers, handover=False))  # fmt: skip
+    settings2 = tmp_path / "settings2.toml"
+    port2 = free_port()
+    settings2.write_text(first.settings.read_text().replace(f"http_port = {first.port}",
+                                                            f"http_port = {port2}"))  # fmt: skip
+    second = start_server(tmp_path, settings2, port2)
+    workers = [first, second]
+    try:
+        for w in workers:
+            await until(lambda w=w: get_json(f"{w.url}/healthz")["mqtt_connected"], 20, "mqtt")  # type: ignore[misc]
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-gw") as gw:
+            for i in range(20):  # the lane stays occupied; readings spread over both workers
+                now = int(time.time() * 1000)
+                lane = {"t": now, "dev": "fl-2", "kind": "fire_lane",
+                        "fields": {"occupied": True, "object": "vehicle"}}  # fmt: skip
+                env = {"v": 1, "gw": "gw-1", "community": COMMUNITY, "seq": i, "sent": now,
+                       "items": [lane]}  # fmt: skip
+                await gw.publish(f"linli/v1/{COMMUNITY}/gw-1/up", json.dumps(env), qos=1)
+                await asyncio.sleep(0.5)
+        await until(lambda: receivers["so-shancheng"].changes("fire_lane_blocked"), 20, "step")
+        await asyncio.sleep(3)
+        assert receivers["pc-anju"].changes("fire_lane_blocked") == ["opened"]
+        for org in ("so-shancheng", "fr-shanting", "le-shanting"):
+            assert receivers[org].changes("fire_lane_blocked") == ["escalated"], org
+        ingested = [get_json(f"{w.url}/api/ingest")["items"] for w in workers]
+        assert sum(ingested) == 20
+        assert min(ingested) > 0, ingested  # both workers took part
+    finally:
+        for w in workers:
+            assert stop(w.proc) == 0, w.log.read_text()[-3000:]
