@@ -478,15 +478,15 @@ def maintenance_signals(
     """The date rules of one elevator, evaluated once a day: maintenance overdue (特种设备
     安全监察条例 Art.31; TSG T5002-2017) and inspection due or past due (特种设备安全法
     Art.40: past the date the elevator must not be used). A rule not active is signalled
-    ended, so an alert raised earlier resolves once a record arrives."""
+    ended, so an alert raised earlier resolves once a record arrives. Without any
+    maintenance record or inspection date there is nothing to judge: no signal (an elevator
+    newly registered is not overdue for want of history)."""
     out: list[Signal] = []
-    overdue = last_maintained is None or (today - last_maintained).days > settings.maintenance_days
-    detail: dict[str, Any] = {
-        "last_maintained": last_maintained.isoformat() if last_maintained else None
-    }
     if last_maintained is not None:
-        detail["days"] = (today - last_maintained).days
-    out.append(Signal("maintenance_overdue", community, device, now, overdue, detail))
+        days = (today - last_maintained).days
+        detail: dict[str, Any] = {"last_maintained": last_maintained.isoformat(), "days": days}
+        overdue = days > settings.maintenance_days
+        out.append(Signal("maintenance_overdue", community, device, now, overdue, detail))
     if next_inspection is not None:
         left = (next_inspection - today).days
         detail = {"next_inspection": next_inspection.isoformat(), "days_left": left}

@@ -31,14 +31,21 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.ladders import Ladders, Step
 from alerts.lifecycle import OPEN_STATES, SYSTEM, Alert, AlertState, Transition
 from alerts.routing import CommunityFacts, ContractTerm, Recipient, recipients
-from alerts.rules import RULES, Condition, RuleEngine, SettingsTable, Signal
+from alerts.rules import (
+    RULES,
+    Condition,
+    RuleEngine,
+    SettingsTable,
+    Signal,
+    maintenance_signals,
+)
 from collectors.wire import Item
 from server import models
 from server.db import Database
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 
 TIMER_POLL_S: Final = 0.2
 TIMER_BATCH: Final = 50
+#: How often the date rules (maintenance, inspection) are evaluated.
+DATE_CHECK_S: Final = 3600.0
+_DATE_RULES: Final = ("maintenance_overdue", "inspection_due", "inspection_overdue")
 
 
 def _now_ms() -> int:
@@ -409,10 +419,75 @@ class AlertService:
 
     # --- timers --------------------------------------------------------------------------
 
+    async def check_dates(self, only: tuple[str, str] | None = None) -> int:
+        """The date rules (maintenance overdue, inspection due or past) for every elevator,
+        or ``only`` one; the signals that changed something."""
+        now = self.clock()
+        today = dt.datetime.fromtimestamp(now / 1000, self.tz).date()
+        async with self.db.session() as session:
+            query = select(models.Device.community_id, models.Device.id).where(
+                models.Device.kind == "elevator"
+            )
+            if only is not None:
+                query = query.where(
+                    models.Device.community_id == only[0], models.Device.id == only[1]
+                )
+            elevators = (await session.execute(query)).all()
+            last = {
+                (c, d): day
+                for c, d, day in (
+                    await session.execute(
+                        select(
+                            models.MaintenanceRecord.community_id,
+                            models.MaintenanceRecord.device,
+                            func.max(models.MaintenanceRecord.day),
+                        ).group_by(
+                            models.MaintenanceRecord.community_id, models.MaintenanceRecord.device
+                        )
+                    )
+                ).all()
+            }
+            due = {
+                (i.community_id, i.device): i.next_date
+                for i in (await session.scalars(select(models.Inspection))).all()
+            }
+            running = set(
+                (
+                    await session.scalars(
+                        select(models.Alert.running_key).where(
+                            models.Alert.rule.in_(_DATE_RULES),
+                            models.Alert.running_key.is_not(None),
+                        )
+                    )
+                ).all()
+            )
+        changes = [
+            sig
+            for c, d in elevators
+            for sig in maintenance_signals(
+                c,
+                d,
+                last_maintained=last.get((c, d)),
+                next_inspection=due.get((c, d)),
+                today=today,
+                settings=self.settings.for_device(c, d),
+                now=now,
+            )
+            if sig.active != (_running_key(c, d, sig.rule) in running)
+        ]
+        if changes:
+            await self._apply(changes, [], now)
+        return len(changes)
+
     async def run_timers(self, stop: asyncio.Event | None = None) -> None:
-        """Fire due timers until cancelled; also the engine's device-silence rule."""
+        """Fire due timers until cancelled; also the engine's device-silence rule and, every
+        hour, the date rules."""
+        dates_at = 0.0
         while stop is None or not stop.is_set():
             try:
+                if time.monotonic() >= dates_at:
+                    dates_at = time.monotonic() + DATE_CHECK_S
+                    await self.check_dates()
                 await self.fire_due()
                 now = self.clock()
                 silent = self.engine.tick_silence(now)

@@ -6,6 +6,9 @@
                                           limit
     GET  /api/alerts/{id}                 one alert: timeline, recipients, deliveries
     POST /api/alerts/{id}/transitions     {"to", "note"?, "evidence"?}
+    POST /api/maintenance                 {"community", "device", "day"?, "note"?}: a
+                                          maintenance visit (the maintenance unit or the
+                                          company under contract)
 
 An organisation sees the alerts it was routed to and acts on those it answers for; market
 supervision sees special-equipment alerts and never acts (read only); another
@@ -15,6 +18,7 @@ organisation's alert is "not found" (its existence is not disclosed). The operat
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -26,6 +30,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from alerts.lifecycle import AlertState, TransitionError
+from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server import models
 from server.alerting import AlertService, alert_json
 from server.http_json import int_param, json_error
@@ -208,8 +213,63 @@ async def post_transition(request: web.Request) -> web.Response:
     return web.json_response(alert_json(updated))
 
 
+class _MaintenanceRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    community: str
+    device: str
+    day: dt.date | None = None  # default: today (local)
+    note: str = ""
+
+
+async def post_maintenance(request: web.Request) -> web.Response:
+    """A maintenance visit, recorded by the elevator's maintenance unit or the company under
+    contract today; a maintenance-overdue alert resolves with it."""
+    caller = await _caller(request)
+    if caller.org is None:
+        raise json_error(web.HTTPForbidden, "maintenance is recorded by an organisation")
+    try:
+        req = msgspec.json.decode(await request.read(), type=_MaintenanceRequest)
+    except msgspec.ValidationError as exc:
+        raise json_error(web.HTTPBadRequest, f"maintenance: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise json_error(web.HTTPBadRequest, f"body is not JSON: {exc}") from None
+    alerts = request.app[ALERTS]
+    today = dt.datetime.fromtimestamp(alerts.clock() / 1000, alerts.tz).date()
+    day = req.day or today
+    if day > today:
+        raise json_error(web.HTTPBadRequest, f"day: {day} is in the future")
+    if len(req.note) > 4000:
+        raise json_error(web.HTTPBadRequest, "note: longer than 4000 characters")
+    async with request.app[DATABASE].session() as session:
+        device = await session.get(models.Device, (req.community, req.device))
+        if device is None or device.kind != "elevator":
+            message = f"no elevator {req.device!r} in community {req.community!r}"
+            raise json_error(web.HTTPNotFound, message)
+        contracts = (
+            await session.scalars(
+                select(models.Contract).where(models.Contract.community_id == req.community)
+            )
+        ).all()
+        company = company_on(
+            CommunityFacts(req.community, "", "", "",
+                           tuple(ContractTerm(c.company_id, c.start, c.end) for c in contracts)),
+            today,
+        )  # fmt: skip
+        if caller.org not in (device.maintenance_unit_id, company):
+            message = f"{caller.org} neither maintains {req.device} nor serves {req.community}"
+            raise json_error(web.HTTPForbidden, message)
+        row = models.MaintenanceRecord(community_id=req.community, device=req.device, day=day,
+                                       org_id=caller.org, note=req.note,
+                                       created_t=alerts.clock())  # fmt: skip
+        session.add(row)
+    await alerts.check_dates(only=(req.community, req.device))
+    body = {"id": row.id, "community": req.community, "device": req.device,
+            "day": day.isoformat(), "org": caller.org, "note": req.note}  # fmt: skip
+    return web.json_response(body, status=201)
+
+
 def add_alert_routes(app: web.Application) -> None:
     """Register the alert routes."""
+    app.router.add_post("/api/maintenance", post_maintenance)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_get("/api/alerts/{id}", get_alert)
     app.router.add_post("/api/alerts/{id}/transitions", post_transition)

@@ -40,6 +40,8 @@ __all__ = [
     "GatewayCommand",
     "GatewayConfig",
     "GatewaySeq",
+    "Inspection",
+    "MaintenanceRecord",
     "OrgChannel",
     "Organisation",
 ]
@@ -317,6 +319,30 @@ class AccidentRecord(Base):
     created_t: Mapped[int] = mapped_column(BigInteger)
     to_org: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)  # JSON: the alert and its timeline
+
+
+class MaintenanceRecord(Base):
+    """A maintenance visit (维保记录) of an elevator: its day and who recorded it."""
+
+    __tablename__ = "maintenance_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    device: Mapped[str] = mapped_column(String(64))
+    day: Mapped[dt.date] = mapped_column(Date)
+    org_id: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class Inspection(Base):
+    """An elevator's next periodic inspection date (定期检验, 特种设备安全法 Art.40)."""
+
+    __tablename__ = "inspections"
+
+    community_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_date: Mapped[dt.date] = mapped_column(Date)
 
 
 class ApiToken(Base):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,8 @@ class DeviceDecl(_Decl, frozen=True):
     registration_code: str | None = None  # 设备注册代码
     use_registration_no: str | None = None  # 使用登记证编号
     rescue_code: str | None = None  # 应急救援识别码 (96333-style)
+    next_inspection: dt.date | None = None  # 下次检验日期
+    last_maintained: dt.date | None = None  # the last maintenance before Linli kept records
 
 
 class CommunityDecl(_Decl, frozen=True):
@@ -207,6 +210,8 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
             yield from want(f"{path}.maintenance_unit", dev.maintenance_unit, "maintenance_unit")
             if dev.kind == "elevator" and dev.floors is not None and dev.floors < 2:
                 yield f"{path}.floors", "an elevator serves at least 2 floors"
+            if dev.kind != "elevator" and (dev.next_inspection or dev.last_maintained):
+                yield f"{path}.kind", "maintenance and inspection dates are for elevators"
     by_community: dict[str, list[tuple[int, ContractDecl]]] = {}
     for i, con in enumerate(reg.contracts):
         if con.community not in communities:
@@ -309,6 +314,11 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
                 rescue_code=d.rescue_code,
             )
             _apply(session, await session.get(models.Device, (c.id, d.id)), dev, n)
+            if d.next_inspection is not None:
+                due = models.Inspection(community_id=c.id, device=d.id, next_date=d.next_inspection)
+                _apply(session, await session.get(models.Inspection, (c.id, d.id)), due, n)
+            if d.last_maintained is not None:
+                await _seed_maintenance(session, c.id, d, n)
     for k in reg.contracts:
         found = await session.scalar(
             select(models.Contract).where(
@@ -329,6 +339,28 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
             _apply(session, await session.get(models.CentreCommunity, (centre.org, cid)), link, n)
     await session.flush()
     return n
+
+
+async def _seed_maintenance(
+    session: AsyncSession, community: str, d: DeviceDecl, n: ImportCounts
+) -> None:
+    """The registry's last maintenance day, as a record of the maintenance unit (once)."""
+    found = await session.scalar(
+        select(models.MaintenanceRecord).where(
+            models.MaintenanceRecord.community_id == community,
+            models.MaintenanceRecord.device == d.id,
+            models.MaintenanceRecord.day == d.last_maintained,
+        )
+    )
+    if found is not None:
+        n.unchanged += 1
+        return
+    session.add(
+        models.MaintenanceRecord(community_id=community, device=d.id, day=d.last_maintained,
+                                 org_id=d.maintenance_unit or "", note="registry",
+                                 created_t=time.time_ns() // 1_000_000)
+    )  # fmt: skip
+    n.created += 1
 
 
 async def _import_channels(session: AsyncSession, org: OrganisationDecl, n: ImportCounts) -> None:

@@ -202,3 +202,28 @@ async def test_contract_of_the_day_and_a_ladder_override(db: Database, tmp_path:
         ("gt-south", "pc-xin"),
         ("gt-south", "so-shancheng"),
     ]
+
+
+async def test_date_rules_raise_from_records_and_resolve_with_a_new_visit(db: Database) -> None:
+    clock = Clock()
+    svc = service(db, clock, flap_s=0)
+    today = dt.datetime.fromtimestamp(T / 1000, svc.tz).date()
+    async with db.session() as s:
+        s.add(models.MaintenanceRecord(community_id=C, device="el-1-1",
+                                       day=today - dt.timedelta(days=20), org_id="mu-tengda",
+                                       created_t=T))  # fmt: skip
+        s.add(models.Inspection(community_id=C, device="el-1-1",
+                                next_date=today + dt.timedelta(days=10)))  # fmt: skip
+    assert await svc.check_dates() == 2
+    assert await svc.check_dates() == 0  # nothing changed: no repeats every hour
+    async with db.session() as s:
+        running = sorted((await s.scalars(select(models.Alert.rule))).all())
+    assert running == ["inspection_due", "maintenance_overdue"]
+    async with db.session() as s:
+        s.add(models.MaintenanceRecord(community_id=C, device="el-1-1", day=today,
+                                       org_id="mu-tengda", created_t=T))  # fmt: skip
+    assert await svc.check_dates(only=(C, "el-1-1")) == 1
+    await svc.fire_due()  # the flapping window (0 here) has passed: resolved
+    async with db.session() as s:
+        states = dict((await s.execute(select(models.Alert.rule, models.Alert.state))).all())
+    assert states == {"inspection_due": "open", "maintenance_overdue": "resolved"}

@@ -258,7 +258,7 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
                     registry=registry_file(tmp_path, receivers, handover=False))  # fmt: skip
     settings = str(srv.settings)
     tokens = {}
-    for org in ("pc-anju", "pc-xinju", "ms-shanting"):
+    for org in ("pc-anju", "pc-xinju", "ms-shanting", "mu-tengda"):
         made = run_linli("tokens", "create", org, "--config", settings)
         assert made.returncode == 0, made.stderr
         tokens[org] = made.stdout.strip()
@@ -413,6 +413,21 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         assert [s["to"] for s in after["timeline"]] == ["open", "acknowledged"]  # unchanged
         _, seen = api(srv, tokens["ms-shanting"], "GET", "/api/alerts")
         assert {a["rule"] for a in seen["alerts"]} == {"trapped"}  # special equipment only
+
+        # Maintenance visits: by the car's maintenance unit or the company of the day.
+        visit = {"community": COMMUNITY, "device": "el-1-1", "note": "半月维保"}
+        status, made = api(srv, tokens["mu-tengda"], "POST", "/api/maintenance", visit)
+        assert (status, made["day"], made["org"]) == (201, TODAY.isoformat(), "mu-tengda")
+        refused = [
+            ("pc-anju", visit, 403, "neither maintains el-1-1 nor serves meihuayuan"),
+            ("mu-tengda", {**visit, "device": "fl-2"}, 404, "no elevator 'fl-2'"),
+            ("mu-tengda", {**visit, "day": "2999-01-01"}, 400, "is in the future"),
+            ("mu-tengda", {**visit, "day": "yesterday"}, 400, "$.day"),
+            ("mu-tengda", b"{oops", 400, "body is not JSON"),
+        ]
+        for org, body, want, words in refused:
+            status, answer = api(srv, tokens[org], "POST", "/api/maintenance", body)
+            assert (status, words in answer.get("error", "")) == (want, True), answer
 
         # 5. 四十中宿舍 has no property company: its gateway dies (kill -9, Last Will), and the
         # committee and the street office are told in its stead.
