@@ -69,6 +69,16 @@ def _running_key(community: str, device: str, rule: str) -> str:
     return f"{community}/{device}/{rule}"
 
 
+async def _timeline(session: AsyncSession, alert_id: int) -> Sequence[models.AlertTransition]:
+    return (
+        await session.scalars(
+            select(models.AlertTransition)
+            .where(models.AlertTransition.alert_id == alert_id)
+            .order_by(models.AlertTransition.id)
+        )
+    ).all()
+
+
 def alert_json(row: models.Alert) -> dict[str, Any]:
     """An alert as the API and the webhooks show it."""
     return {
@@ -349,13 +359,7 @@ class AlertService:
             )
 
     async def _load(self, session: AsyncSession, row: models.Alert) -> Alert:
-        steps = (
-            await session.scalars(
-                select(models.AlertTransition)
-                .where(models.AlertTransition.alert_id == row.id)
-                .order_by(models.AlertTransition.id)
-            )
-        ).all()
+        steps = await _timeline(session, row.id)
         return Alert(
             rule=row.rule,  # type: ignore[arg-type]
             community=row.community_id,
@@ -572,13 +576,7 @@ class AlertService:
         await self._outbox(session, row, "escalated", now, only={r.org for r in added})
 
     async def _accident(self, session: AsyncSession, row: models.Alert, now: int) -> None:
-        steps = (
-            await session.scalars(
-                select(models.AlertTransition)
-                .where(models.AlertTransition.alert_id == row.id)
-                .order_by(models.AlertTransition.id)
-            )
-        ).all()
+        steps = await _timeline(session, row.id)
         timeline = [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note} for s in steps]
         ms = await session.scalar(
             select(models.AlertRecipient.org_id).where(

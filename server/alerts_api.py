@@ -33,7 +33,7 @@ from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server import models
 from server.alerting import AlertService, alert_json
-from server.http_json import int_param, json_error
+from server.http_json import bearer_token, int_param, json_error
 from server.keys import DATABASE, SETTINGS
 
 __all__ = ["ALERTS", "add_alert_routes", "token_digest"]
@@ -58,14 +58,7 @@ class Caller:
 
 
 async def _caller(request: web.Request) -> Caller:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "missing Authorization: Bearer <token>"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="linli"'},
-        )
+    token = bearer_token(request)
     admin = request.app[SETTINGS].admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
         return Caller(None)

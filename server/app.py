@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +125,11 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
 
         app[INFLUX].building_of = building_of
     app[MQTT_CONNECTED] = connected = asyncio.Event()
-    tasks = [
-        asyncio.create_task(
-            run_mqtt_ingest(app[SETTINGS], ingest, connected=connected), name="mqtt-ingest"
-        ),
-        asyncio.create_task(run_seq_saver(db, ingest), name="seq-saver"),
-    ]
-    for task in tasks:
-        task.add_done_callback(_report_crash)
-    try:
+    async with _background(
+        ("mqtt-ingest", run_mqtt_ingest(app[SETTINGS], ingest, connected=connected)),
+        ("seq-saver", run_seq_saver(db, ingest)),
+    ):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -165,11 +154,18 @@ async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFIER] = notifier
     alerts = app[ALERTS]
     alerts.on_outbox = notifier.wake.set
-    tasks = [
-        asyncio.create_task(link.run(), name="gateway-link"),
-        asyncio.create_task(alerts.run_timers(), name="alert-timers"),
-        asyncio.create_task(notifier.run(), name="notifier"),
-    ]
+    async with _background(
+        ("gateway-link", link.run()),
+        ("alert-timers", alerts.run_timers()),
+        ("notifier", notifier.run()),
+    ):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _background(*jobs: tuple[str, Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run named background tasks for the block; cancel and await them after it."""
+    tasks = [asyncio.create_task(job, name=name) for name, job in jobs]
     for task in tasks:
         task.add_done_callback(_report_crash)
     try:

@@ -49,7 +49,7 @@ from collectors.wire import (
 )
 from server import models
 from server.db import Database
-from server.http_json import int_param, json_error
+from server.http_json import bearer_token, int_param, json_error
 from server.keys import DATABASE, LIVE, SETTINGS
 from server.settings import Settings
 
@@ -183,14 +183,7 @@ def _require_operator(request: web.Request, settings: Settings) -> None:
             web.HTTPForbidden,
             "gateway management is off: set admin_token (LINLI_ADMIN_TOKEN) on the server",
         )
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "missing Authorization: Bearer <admin token>"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="linli"'},
-        )
+    given = bearer_token(request, "admin token")
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise json_error(web.HTTPForbidden, "the token is not the admin token")
 
