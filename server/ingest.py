@@ -192,10 +192,11 @@ class Ingest:
         if verdict is SeqVerdict.DUPLICATE:
             self.stats.duplicates += 1
             return None
-        self.stats.envelopes += 1
-        self.stats.items += len(env.items)
         self._live.apply(env.community, env.items)
         await self._writer.write(env.community, env.gw, env.items)
+        # Counted once written, so that a reader of the counts finds the items stored.
+        self.stats.envelopes += 1
+        self.stats.items += len(env.items)
         if self._alerts is not None:
             try:
                 await self._alerts.on_items(env.community, env.items)
@@ -220,10 +221,10 @@ class Ingest:
                 f"status names {status.community}/{status.gw}",
                 payload,
             )
-        self.stats.status_messages += 1
         t = status.t or _now_ms()
         self._live.set_gateway(community, gateway, status.status, t)
         await self._writer.write_status(community, gateway, status.status, t)
+        self.stats.status_messages += 1
         if self._alerts is not None and (community, gateway) in self._registry.gateways:
             try:
                 await self._alerts.on_status(community, gateway, status.status == "online")
