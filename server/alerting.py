@@ -15,9 +15,10 @@ their timelines, recipients and timers in SQL, and writes the outbox the notifie
   ``deliveries`` row per channel of every organisation the alert has been routed to, in the
   same transaction (:mod:`server.notifier` sends them).
 
-Device silence (no reading for 10 min) is decided in each worker's memory from what that
-worker ingests (partial: with several workers sharing a subscription, run one, or the
-silence of a device whose readings go to another worker is seen late).
+* **Device silence** (no item for ``device_offline_s``): each worker notes when it last
+  heard from each device and merges that into ``device_seen`` every few seconds (keeping
+  the larger time), and the silence check reads that table, so with several workers
+  sharing a subscription a device is silent only if no worker heard from it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +58,8 @@ __all__ = ["AlertService", "alert_json"]
 log = logging.getLogger(__name__)
 
 TIMER_POLL_S: Final = 0.2
+#: How often a worker merges what it heard into ``device_seen``, and checks for silence.
+SEEN_SYNC_S: Final = 5.0
 TIMER_BATCH: Final = 50
 #: How often the date rules (maintenance, inspection) are evaluated.
 DATE_CHECK_S: Final = 3600.0
@@ -120,12 +125,16 @@ class AlertService:
         self._lock = asyncio.Lock()  # one alert transaction at a time per worker
         self.opened = 0
         self.timers_fired = 0
+        self._seen: dict[tuple[str, str], int] = {}  # heard since the last merge
 
     # --- input ---------------------------------------------------------------------------
 
     async def on_items(self, community: str, items: Sequence[Item]) -> None:
         """Items ingest accepted (after duplicates were dropped)."""
         now = self.clock()
+        for item in items:
+            if item.kind != "gateway":
+                self._seen[(community, item.dev)] = now
         signals = [s for item in items for s in self.engine.observe(community, item, now)]
         conditions = self.engine.take_conditions()
         if signals or conditions:
@@ -483,20 +492,75 @@ class AlertService:
             await self._apply(changes, [], now)
         return len(changes)
 
+    async def watch(self, devices: Sequence[tuple[str, str]]) -> None:
+        """Devices expected to report (the registry's, at start): a row in ``device_seen``
+        from now for each one that has none, so one that never reports goes silent too."""
+        now = self.clock()
+        async with self.db.session() as session:
+            pairs = select(models.DeviceSeen.community_id, models.DeviceSeen.device)
+            known = {(c, d) for c, d in (await session.execute(pairs)).all()}
+            for c, d in devices:
+                if (c, d) not in known:
+                    session.add(models.DeviceSeen(community_id=c, device=d, last_t=now))
+
+    async def sync_seen(self) -> None:
+        """Merge what this worker heard into ``device_seen`` (the larger time wins)."""
+        heard, self._seen = self._seen, {}
+        if not heard:
+            return
+        table = models.DeviceSeen.__table__
+        assert isinstance(table, Table)
+        rows = [{"community_id": c, "device": d, "last_t": t} for (c, d), t in heard.items()]
+        dialect = self.db.engine.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = pg_insert(table)
+            larger = func.greatest(table.c.last_t, stmt.excluded.last_t)
+        else:
+            stmt = sqlite_insert(table)
+            larger = func.max(table.c.last_t, stmt.excluded.last_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["community_id", "device"], set_={"last_t": larger}
+        )
+        async with self.db.session() as session:
+            await session.execute(stmt, rows)
+
+    async def check_silence(self) -> int:
+        """Devices no worker heard from within ``device_offline_s`` go offline; heard again,
+        their offline alert ends. The signals that changed something."""
+        now = self.clock()
+        async with self.db.session() as session:
+            seen = (await session.execute(
+                select(models.DeviceSeen.community_id, models.DeviceSeen.device,
+                       models.DeviceSeen.last_t))).all()  # fmt: skip
+            running = set((await session.scalars(
+                select(models.Alert.running_key).where(
+                    models.Alert.rule == "device_offline",
+                    models.Alert.running_key.is_not(None)))).all())  # fmt: skip
+        changes: list[Signal] = []
+        for c, d, last in seen:
+            limit = self.settings.for_device(c, d).device_offline_s * 1000
+            silent = now - last >= limit
+            if silent != (_running_key(c, d, "device_offline") in running):
+                detail = {"last_seen_t": last} if silent else {}
+                changes.append(Signal("device_offline", c, d, now, silent, detail))
+        if changes:
+            await self._apply(changes, [], now)
+        return len(changes)
+
     async def run_timers(self, stop: asyncio.Event | None = None) -> None:
-        """Fire due timers until cancelled; also the engine's device-silence rule and, every
-        hour, the date rules."""
-        dates_at = 0.0
+        """Fire due timers until cancelled; every few seconds merge what was heard and check
+        for silence; every hour the date rules."""
+        dates_at = seen_at = 0.0
         while stop is None or not stop.is_set():
             try:
                 if time.monotonic() >= dates_at:
                     dates_at = time.monotonic() + DATE_CHECK_S
                     await self.check_dates()
+                if time.monotonic() >= seen_at:
+                    seen_at = time.monotonic() + SEEN_SYNC_S
+                    await self.sync_seen()
+                    await self.check_silence()
                 await self.fire_due()
-                now = self.clock()
-                silent = self.engine.tick_silence(now)
-                if silent:
-                    await self._apply(silent, [], now)
             except Exception:  # a bad row must not stop every timer
                 log.exception("alert timers failed; retrying")
             await asyncio.sleep(TIMER_POLL_S)

@@ -114,9 +114,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[LIVE] = live
     app[INGEST] = ingest
-    start = alerts.clock()
-    for (community, device), info in ingest.registry.devices.items():
-        alerts.engine.watch(community, device, info.kind, start)  # silent ones go offline
+    await alerts.watch(list(ingest.registry.devices))  # the silent ones go offline too
     if INFLUX in app:
 
         def building_of(community: str, dev: str) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "Device",
+    "DeviceSeen",
     "Gateway",
     "GatewayCommand",
     "GatewayConfig",
@@ -343,6 +344,18 @@ class Inspection(Base):
     community_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     device: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_date: Mapped[dt.date] = mapped_column(Date)
+
+
+class DeviceSeen(Base):
+    """When anything last arrived from a device, as merged from every server worker (each
+    writes its own latest every few seconds, keeping the larger): the silence rule reads it,
+    so a device whose readings go to another worker is not taken for silent."""
+
+    __tablename__ = "device_seen"
+
+    community_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_t: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiToken(Base):

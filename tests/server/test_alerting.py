@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from alerts.ladders import default_ladders, parse_ladders
 from alerts.rules import RuleSettings, SettingsTable
-from collectors.wire import Event
+from collectors.wire import Event, Reading
 from server import models
 from server.alerting import AlertService
 from server.db import Database, open_database
@@ -227,3 +227,26 @@ async def test_date_rules_raise_from_records_and_resolve_with_a_new_visit(db: Da
     async with db.session() as s:
         states = dict((await s.execute(select(models.Alert.rule, models.Alert.state))).all())
     assert states == {"inspection_due": "open", "maintenance_overdue": "resolved"}
+
+
+async def test_silence_is_judged_from_what_any_worker_heard(db: Database) -> None:
+    clock = Clock()
+    async with open_database(str(db.engine.url)) as other_db:
+        a, b = service(db, clock, flap_s=0), service(other_db, clock, flap_s=0)
+        await a.watch([(C, "el-1-1"), (C, "el-2-1")])
+        await b.watch([(C, "el-1-1"), (C, "el-2-1")])  # a second start changes nothing
+        clock.now = T + 500 * S  # only worker a hears el-1-1
+        await a.on_items(C, [Reading(T, "el-1-1", "elevator", {"floor": 2})])
+        await a.sync_seen()
+        clock.now = T + 700 * S
+        assert await b.check_silence() == 1  # el-2-1: nobody heard it for 10 min
+        assert await a.check_silence() == 0  # already running: not twice
+        clock.now = T + 800 * S  # worker b hears el-2-1 again
+        await b.on_items(C, [Reading(T, "el-2-1", "elevator", {"floor": 5})])
+        await b.sync_seen()
+        assert await a.check_silence() == 1  # its offline alert ends
+        await a.fire_due()
+    async with db.session() as s:
+        alerts = (await s.execute(select(models.Alert.device, models.Alert.rule,
+                                         models.Alert.state))).all()  # fmt: skip
+    assert [tuple(a) for a in alerts] == [("el-2-1", "device_offline", "resolved")]
