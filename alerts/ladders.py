@@ -1,5 +1,5 @@
 """Escalation ladders as data: who is told first and who next, per rule, overridable per
-district (a city lists its districts) or community. The shipped ladders are
+city (a set of districts), district or community. The shipped ladders are
 ``alerts/ladders.yaml``; its header documents the format.
 
 Pure: :func:`parse_ladders` takes the text, :meth:`Ladder.due` takes the alert and the time.
@@ -108,8 +108,16 @@ class Ladder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return min(times) if times else None
 
 
+class City(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A city's overrides: the districts it covers and its ladders."""
+
+    districts: list[str]
+    rules: dict[RuleId, Ladder]
+
+
 class _LadderFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rules: dict[RuleId, Ladder]
+    cities: dict[str, City] = {}
     districts: dict[str, dict[RuleId, Ladder]] = {}
     communities: dict[str, dict[RuleId, Ladder]] = {}
 
@@ -122,14 +130,22 @@ class Ladders:
         rules: Mapping[str, Ladder],
         districts: Mapping[str, Mapping[str, Ladder]],
         communities: Mapping[str, Mapping[str, Ladder]],
+        cities: Mapping[str, Mapping[str, Ladder]] | None = None,
     ) -> None:
         self.rules = dict(rules)
         self.districts = {k: dict(v) for k, v in districts.items()}
         self.communities = {k: dict(v) for k, v in communities.items()}
+        #: A district's city's overrides, by district.
+        self.cities = {k: dict(v) for k, v in (cities or {}).items()}
 
     def for_alert(self, rule: str, community: str, district: str) -> Ladder:
-        """The ladder that applies: the community's override, the district's, or the rule's."""
-        for layer, key in ((self.communities, community), (self.districts, district)):
+        """The ladder that applies: the community's override, the district's, the city's, or
+        the rule's."""
+        for layer, key in (
+            (self.communities, community),
+            (self.districts, district),
+            (self.cities, district),
+        ):
             found = layer.get(key, {}).get(rule)
             if found is not None:
                 return found
@@ -155,6 +171,14 @@ def parse_ladders(text: str, source: str = "ladders") -> Ladders:
     communities = {c: {str(k): x for k, x in v.items()} for c, v in parsed.communities.items()}
     layers: list[tuple[str, Mapping[str, Ladder]]] = [("$.rules", rules)]
     layers += [(f"$.districts.{d}", v) for d, v in districts.items()]
+    by_district: dict[str, dict[str, Ladder]] = {}
+    for name, city in parsed.cities.items():
+        city_rules = {str(k): x for k, x in city.rules.items()}
+        layers.append((f"$.cities.{name}.rules", city_rules))
+        for i, d in enumerate(city.districts):
+            if d in by_district:
+                problems.append(f"$.cities.{name}.districts[{i}]: {d!r} is in two cities")
+            by_district[d] = city_rules
     layers += [(f"$.communities.{c}", v) for c, v in communities.items()]
     for where, ladders in layers:
         for rule, ladder in ladders.items():
@@ -173,7 +197,7 @@ def parse_ladders(text: str, source: str = "ladders") -> Ladders:
                     problems.append(f"{path}.unless: {step.unless} would never or always skip")
     if problems:
         raise LadderError(f"{source}: " + "; ".join(problems))
-    return Ladders(rules, districts, communities)
+    return Ladders(rules, districts, communities, by_district)
 
 
 def default_ladders() -> Ladders:

@@ -55,6 +55,11 @@ def test_vehicles_in_the_fire_lane_also_go_to_law_enforcement() -> None:
 OVERRIDE = """
 rules: &rules
 {rules}
+cities:
+  zaozhuang:
+    districts: [shanting, shizhong]
+    rules:
+      fire_lane_blocked: {{first: [company], steps: [{{after: 20m, to: [street_office]}}]}}
 districts:
   shanting:
     fire_lane_blocked: {{first: [company], steps: [{{after: 10m, to: [fire_rescue]}}]}}
@@ -69,14 +74,26 @@ def shipped_rules() -> str:
     return text.split("rules:\n", 1)[1].split("\ndistricts:", 1)[0]
 
 
-def test_overrides_replace_a_rules_ladder_per_district_then_community() -> None:
+def test_overrides_replace_a_rules_ladder_per_city_district_and_community() -> None:
     ladders = parse_ladders(OVERRIDE.format(rules=shipped_rules()))
     assert ladders.for_alert("fire_lane_blocked", "meihuayuan", "shanting").first == [
         "company", "street_office"]  # fmt: skip
     district = ladders.for_alert("fire_lane_blocked", "guihuayuan", "shanting")
     assert [s.after for s in district.steps] == ["10m"]
+    city = ladders.for_alert("fire_lane_blocked", "x", "shizhong")
+    assert [s.after for s in city.steps] == ["20m"]
     other = ladders.for_alert("fire_lane_blocked", "x", "tengzhou")
     assert [s.after for s in other.steps] == ["15m", "15m"]
+
+
+def test_a_district_in_two_cities_is_named() -> None:
+    text = OVERRIDE.format(rules=shipped_rules()).replace(
+        "cities:\n", "cities:\n  other: {districts: [shanting], rules: {}}\n"
+    )
+    with pytest.raises(
+        LadderError, match=r"\$\.cities\.zaozhuang\.districts\[0\]: 'shanting' is in two"
+    ):
+        parse_ladders(text, "my.yaml")
 
 
 @pytest.mark.parametrize(
