@@ -250,6 +250,7 @@ async def until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.timeout(600 if LONG else 180)
 async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
     tmp_path: Path, mosquitto: Broker, receivers: dict[str, Receiver], mailbox: Mailbox
 ) -> None:
