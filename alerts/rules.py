@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, get_args
 
 import msgspec
 
-from collectors.wire import Event, Item, Reading
+from collectors.wire import ELEVATOR_CODED_FAULTS, Event, Item, Reading
 
 __all__ = [
     "ELEVATOR_FAULTS",
@@ -88,24 +88,12 @@ RULES: Final[dict[str, RuleInfo]] = {
 assert set(RULES) == set(get_args(RuleId))
 
 #: Elevator fault events (GB/T 24476 codes 01-10, and the extended ones platforms report).
-ELEVATOR_FAULTS: Final = frozenset(
-    {
-        "safety_circuit_open",
-        "door_close_fault",
-        "door_open_fault",
-        "stopped_outside_door_zone",
-        "unintended_movement",
-        "motor_runtime_limiter",
-        "position_lost",
-        "restart_prevented",
-        "overtravel_top",
-        "overtravel_bottom",
-        "door_open_while_running",
-        "overspeed",
-        "repeated_door_cycles",
-        "power_failure",
-    }
-)
+ELEVATOR_FAULTS: Final = ELEVATOR_CODED_FAULTS | {
+    "door_open_while_running",
+    "overspeed",
+    "repeated_door_cycles",
+    "power_failure",
+}
 
 
 class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -43,6 +43,7 @@ __all__ = [
     "COMMAND_OPS",
     "DEFAULT_TOPIC_PREFIX",
     "DEVICE_COMMAND_OPS",
+    "ELEVATOR_CODED_FAULTS",
     "EVENTS_BY_KIND",
     "FIELDS_BY_KIND",
     "ID_PATTERN",
@@ -198,6 +199,22 @@ FIELDS_BY_KIND: Final[dict[str, type[_Fields]]] = {
     "fire_panel": FirePanelFields,
     "gateway": GatewayFields,
 }
+
+#: The elevator faults with GB/T 24476 codes 01-10 (DOMAIN.md); rules and figures build on it.
+ELEVATOR_CODED_FAULTS: Final = frozenset(
+    {
+        "safety_circuit_open",  # 01
+        "door_close_fault",  # 02
+        "door_open_fault",  # 03
+        "stopped_outside_door_zone",  # 04
+        "unintended_movement",  # 05
+        "motor_runtime_limiter",  # 06
+        "position_lost",  # 07
+        "restart_prevented",  # 08
+        "overtravel_top",  # 09
+        "overtravel_bottom",  # 10
+    }
+)
 
 #: Event names per kind, with the regulator platform codes (GB/T 24476) in DOMAIN.md.
 EVENTS_BY_KIND: Final[dict[str, frozenset[str]]] = {

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from collectors.points import field_type
-from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND
+from collectors.wire import ELEVATOR_CODED_FAULTS, EVENTS_BY_KIND, FIELDS_BY_KIND
 from server.telemetry.timeline import (
     DAY_MS,
     Change,
@@ -64,22 +64,7 @@ GATEWAY_OFFLINE: Final = "gateway_offline"
 
 #: Elevator events during which the car is not available to passengers: the GB/T 24476
 #: faults 01-11 and a power failure. Door-cycle and e-bike events do not stop the car.
-STOPPING_FAULTS: Final = frozenset(
-    {
-        "safety_circuit_open",
-        "door_close_fault",
-        "door_open_fault",
-        "stopped_outside_door_zone",
-        "unintended_movement",
-        "motor_runtime_limiter",
-        "position_lost",
-        "restart_prevented",
-        "overtravel_top",
-        "overtravel_bottom",
-        "trapped",
-        "power_failure",
-    }
-)
+STOPPING_FAULTS: Final = ELEVATOR_CODED_FAULTS | {"trapped", "power_failure"}
 assert EVENTS_BY_KIND["elevator"] >= STOPPING_FAULTS
 
 
