@@ -1,7 +1,8 @@
-"""SQL tables (SQLAlchemy 2, async): the registry and ingest bookkeeping.
+"""SQL tables (SQLAlchemy 2, async): the registry, ingest bookkeeping, gateway management,
+and alerts (their timelines, recipients, timers, deliveries, accident and maintenance
+records, organisations' channels and API tokens).
 
-SQLite by default, PostgreSQL in production; nothing here is specific to either. Alerts,
-deliveries and timers arrive with issue 5.
+SQLite by default, PostgreSQL in production; nothing here is specific to either.
 
 Time columns named ``*_t`` hold epoch milliseconds (UTC), as on the wire.
 """
