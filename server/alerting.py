@@ -172,16 +172,9 @@ class AlertService:
                 sig = Signal(cond.rule, cond.community, cond.device, now, True, cond.detail)
                 await self._signal(session, sig, now)
                 return
-            found = await session.scalar(
-                select(models.AlertTimer).where(models.AlertTimer.key == key)
-            )
-            if found is None:
-                payload = {"rule": cond.rule, "community": cond.community,
-                           "device": cond.device, "detail": {**cond.detail,
-                                                             "since_t": cond.since_t}}  # fmt: skip
-                session.add(
-                    models.AlertTimer(key=key, due_t=cond.due_t, payload=json.dumps(payload))
-                )
+            payload = {"rule": cond.rule, "community": cond.community, "device": cond.device,
+                       "detail": {**cond.detail, "since_t": cond.since_t}}  # fmt: skip
+            await self._set_timer(session, key, cond.due_t, payload, keep=True)
             return
         await session.execute(delete(models.AlertTimer).where(models.AlertTimer.key == key))
         await self._signal(session, Signal(cond.rule, cond.community, cond.device, now, False), now)
@@ -400,13 +393,27 @@ class AlertService:
         )
 
     async def _set_timer(
-        self, session: AsyncSession, key: str, due_t: int, payload: dict[str, Any]
+        self,
+        session: AsyncSession,
+        key: str,
+        due_t: int,
+        payload: dict[str, Any],
+        *,
+        keep: bool = False,
     ) -> None:
+        """Create timer ``key``, or move it to ``due_t`` (unless ``keep``: a condition keeps
+        the time it began). Another worker creating the same one at the same moment wins
+        the unique key; this transaction goes on without it."""
         found = await session.scalar(select(models.AlertTimer).where(models.AlertTimer.key == key))
-        if found is None:
-            session.add(models.AlertTimer(key=key, due_t=due_t, payload=json.dumps(payload)))
-        else:
-            found.due_t = due_t
+        if found is not None:
+            if not keep:
+                found.due_t = due_t
+            return
+        try:
+            async with session.begin_nested():
+                session.add(models.AlertTimer(key=key, due_t=due_t, payload=json.dumps(payload)))
+        except IntegrityError:
+            log.debug("timer %s was set by another worker", key)
 
     async def transition(
         self, alert_id: int, to: AlertState, by: str, *, note: str = "", evidence: str = ""
