@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, TypeVar, get_args
 
 import msgspec
+
+T = TypeVar("T")
 
 __all__ = [
     "COMMAND_OPS",
@@ -382,6 +384,17 @@ _envelope_decoder = msgspec.json.Decoder(_WireEnvelope)
 _encoder = msgspec.json.Encoder()
 
 
+def _decode(decoder: msgspec.json.Decoder[T], payload: bytes) -> T:
+    """Decode one message; :class:`WireError` sorted into ``schema`` (msgspec's message
+    carries the JSON path, e.g. "... - at `$.items[2].t`") or ``malformed``."""
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise WireError("schema", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise WireError("malformed", f"not JSON: {exc}") from exc
+
+
 def encode_envelope(envelope: Envelope) -> bytes:
     """Serialise an envelope to the JSON the contract specifies."""
     return _encoder.encode(envelope)
@@ -391,13 +404,7 @@ def decode_envelope(payload: bytes) -> Envelope:
     """Parse and validate an uplink payload; raise :class:`WireError` saying what and where."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        wire = _envelope_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        # msgspec's messages already carry the JSON path, e.g. "... - at `$.items[2].t`".
-        raise WireError("schema", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise WireError("malformed", f"not JSON: {exc}") from exc
+    wire = _decode(_envelope_decoder, payload)
     return Envelope(
         gw=wire.gw,
         community=wire.community,
@@ -430,12 +437,7 @@ def encode_status(status: GatewayStatus) -> bytes:
 
 def decode_status(payload: bytes) -> GatewayStatus:
     """Parse a status message; raise :class:`WireError` on anything else."""
-    try:
-        return _status_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise WireError("schema", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise WireError("malformed", f"not JSON: {exc}") from exc
+    return _decode(_status_decoder, payload)
 
 
 # --- management: config, cmd, cmd/ack ------------------------------------------------
@@ -492,22 +494,12 @@ def encode_command(command: Command) -> bytes:
 
 def decode_command(payload: bytes) -> Command:
     """Parse a command; raise :class:`WireError` naming what is wrong."""
-    try:
-        return _command_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise WireError("schema", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise WireError("malformed", f"not JSON: {exc}") from exc
+    return _decode(_command_decoder, payload)
 
 
 def decode_ack(payload: bytes) -> Ack:
     """Parse an acknowledgement; raise :class:`WireError` naming what is wrong."""
-    try:
-        ack = _ack_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise WireError("schema", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise WireError("malformed", f"not JSON: {exc}") from exc
+    ack = _decode(_ack_decoder, payload)
     if ack.type == "cmd" and ack.id is None:
         raise WireError("schema", "a command acknowledgement needs an id")
     return ack
