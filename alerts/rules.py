@@ -218,10 +218,11 @@ class Condition:
 
 @dataclass(slots=True)
 class _Since:
-    """A condition that started at ``t`` and becomes an alert after a duration."""
+    """A condition that started at ``t`` and becomes an alert at ``due_t``."""
 
     t: int
     detail: dict[str, Any]
+    due_t: int = 0
     raised: bool = False
 
 
@@ -257,10 +258,10 @@ class RuleEngine:
         return taken
 
     def _begin(self, rule: RuleId, key: tuple[str, str], since: _Since, limit_s: float) -> None:
+        since.due_t = since.t + int(limit_s * _MS)
         self._conditions.append(
-            Condition(rule, key[0], key[1], True, since.t, since.t + int(limit_s * _MS),
-                      dict(since.detail))
-        )  # fmt: skip
+            Condition(rule, key[0], key[1], True, since.t, since.due_t, dict(since.detail))
+        )
 
     def _end(self, rule: RuleId, key: tuple[str, str]) -> None:
         self._conditions.append(Condition(rule, key[0], key[1], False))
@@ -415,27 +416,21 @@ class RuleEngine:
         return self.tick_conditions(now) + self.tick_silence(now)
 
     def tick_conditions(self, now: int) -> list[Signal]:
-        """Timed conditions that reached their duration (see :class:`Condition`)."""
+        """Timed conditions that reached their duration (see :class:`Condition`): a lane
+        still occupied after the warnings, so the company must act (消防法 Art.28, 60); a
+        gate held open; a gateway not back after its Last Will."""
         out: list[Signal] = []
-        for (community, dev), lane in self._lanes.items():
-            limit = self.settings.for_device(community, dev).fire_lane_alert_s
-            if not lane.raised and now - lane.t >= limit * _MS:
-                # 消防法 Art.28, 60: still occupied after the warnings, the company must act.
-                lane.raised = True
-                detail = {**lane.detail, "since_t": lane.t}
-                out.append(Signal("fire_lane_blocked", community, dev, now, True, detail))
-        for (community, dev), held in self._held.items():
-            limit = self.settings.for_device(community, dev).gate_held_open_s
-            if not held.raised and now - held.t >= limit * _MS:
-                held.raised = True
-                detail = {**held.detail, "since_t": held.t}
-                out.append(Signal("gate_held_open", community, dev, now, True, detail))
-        for (community, gw), down in self._gateways_down.items():
-            limit = self.settings.for_device(community, gw).gateway_offline_s
-            if not down.raised and now - down.t >= limit * _MS:
-                down.raised = True
-                detail = {"since_t": down.t}
-                out.append(Signal("gateway_offline", community, gw, now, True, detail))
+        timed: tuple[tuple[RuleId, dict[tuple[str, str], _Since]], ...] = (
+            ("fire_lane_blocked", self._lanes),
+            ("gate_held_open", self._held),
+            ("gateway_offline", self._gateways_down),
+        )
+        for rule, conditions in timed:
+            for (community, dev), since in conditions.items():
+                if not since.raised and now >= since.due_t:
+                    since.raised = True
+                    detail = {**since.detail, "since_t": since.t}
+                    out.append(Signal(rule, community, dev, now, True, detail))
         return out
 
     def tick_silence(self, now: int) -> list[Signal]:
