@@ -24,9 +24,7 @@ import asyncio
 import hmac
 import json
 import logging
-import random
 import secrets
-import socket
 import time
 from typing import Any, Final
 
@@ -35,7 +33,6 @@ import msgspec
 from aiohttp import web
 from sqlalchemy import select
 
-from collectors.mqtturl import parse_mqtt_url
 from collectors.wire import (
     DEVICE_COMMAND_OPS,
     REMOTE_SECTIONS,
@@ -51,14 +48,13 @@ from server import models
 from server.db import Database
 from server.http_json import bearer_token, int_param, json_error
 from server.keys import DATABASE, LIVE, SETTINGS
+from server.mqtt_session import run_session
 from server.settings import Settings
 
 __all__ = ["GATEWAY_LINK", "BrokerUnavailableError", "GatewayLink", "add_gateway_admin_routes"]
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN_S: Final = 0.5
-BACKOFF_MAX_S: Final = 30.0
 PUBLISH_TIMEOUT_S: Final = 10.0
 #: Commands not acted on within this many seconds are refused by the gateway (``expires``).
 DEFAULT_COMMAND_TTL_S: Final = 60
@@ -94,36 +90,18 @@ class GatewayLink:
 
     async def run(self) -> None:
         """Stay connected and record answers until cancelled."""
-        addr = parse_mqtt_url(self._settings.mqtt_url)
-        prefix = self._settings.mqtt_prefix
-        identifier = f"linli-admin-{socket.gethostname()}-{self._settings.http_port}"
-        delay = BACKOFF_MIN_S
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    addr.host,
-                    addr.port,
-                    username=addr.username,
-                    password=addr.password,
-                    identifier=identifier,
-                    clean_session=False,
-                ) as client:
-                    await client.subscribe(f"{prefix}/+/+/cmd/ack", qos=1)
-                    self._client = client
-                    self.connected.set()
-                    delay = BACKOFF_MIN_S
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes):
-                            await self.record_ack(message.topic.value, payload)
-            except aiomqtt.MqttError as exc:
-                wait = random.uniform(0, delay)  # noqa: S311 (jitter, not security)
-                log.warning("management link lost the broker (%s); retry in %.1f s", exc, wait)
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-            finally:
-                self._client = None
-                self.connected.clear()
+
+        def use(client: aiomqtt.Client | None) -> None:
+            self._client = client
+
+        await run_session(
+            self._settings,
+            role="admin",
+            subscriptions=[f"{self._settings.mqtt_prefix}/+/+/cmd/ack"],
+            handle=self.record_ack,
+            connected=self.connected,
+            on_client=use,
+        )
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
         """Publish with QoS 1 and return once the broker acknowledged it."""

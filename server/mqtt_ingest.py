@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import socket
 from typing import Final
 
-import aiomqtt
 from sqlalchemy import select
 
-from collectors.mqtturl import parse_mqtt_url
 from server import models
 from server.db import Database
 from server.ingest import Ingest
+from server.mqtt_session import run_session
 from server.seqtrack import SeqState
 from server.settings import Settings
 
@@ -27,47 +24,26 @@ __all__ = ["load_seq_states", "run_mqtt_ingest", "save_seq_states"]
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN_S: Final = 0.5
-BACKOFF_MAX_S: Final = 30.0
 SEQ_SAVE_INTERVAL_S: Final = 2.0
 
 
 async def run_mqtt_ingest(settings: Settings, ingest: Ingest, *, connected: asyncio.Event) -> None:
-    """Subscribe and ingest until cancelled, re-entering the client after every failure."""
-    addr = parse_mqtt_url(settings.mqtt_url)
+    """Subscribe and ingest until cancelled, reconnecting after every failure."""
     prefix = settings.mqtt_prefix
     up = f"{prefix}/+/+/up"
     if settings.mqtt_shared_group:
         up = f"$share/{settings.mqtt_shared_group}/{up}"
-    delay = BACKOFF_MIN_S
-    # Stable across restarts so that clean_session=False gets the same session back.
-    identifier = f"linli-server-{socket.gethostname()}-{settings.http_port}"
-    while True:
-        try:
-            async with aiomqtt.Client(
-                addr.host,
-                addr.port,
-                username=addr.username,
-                password=addr.password,
-                identifier=identifier,
-                # A server that restarts wants the same session back, with what the
-                # broker kept for it (QoS 1 messages published while it was away).
-                clean_session=False,
-            ) as client:
-                await client.subscribe(up, qos=1)
-                await client.subscribe(f"{prefix}/+/+/status", qos=1)
-                log.info("ingest subscribed to %s on %s:%d", up, addr.host, addr.port)
-                connected.set()
-                delay = BACKOFF_MIN_S
-                async for message in client.messages:
-                    await ingest.handle(message.topic.value, message.payload)
-        except aiomqtt.MqttError as exc:
-            connected.clear()
-            # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter").
-            wait = random.uniform(0, delay)  # noqa: S311 (jitter, not security)
-            log.warning("ingest lost the broker (%s); reconnecting in %.1f s", exc, wait)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def handle(topic: str, payload: bytes) -> None:
+        await ingest.handle(topic, payload)
+
+    await run_session(
+        settings,
+        role="server",  # the client id of earlier versions: the broker keeps its session
+        subscriptions=[up, f"{prefix}/+/+/status"],
+        handle=handle,
+        connected=connected,
+    )
 
 
 async def load_seq_states(db: Database) -> dict[tuple[str, str], SeqState]:
