@@ -53,7 +53,7 @@ from collectors.wire import Item
 from server import models
 from server.db import Database
 
-__all__ = ["AlertService", "alert_json"]
+__all__ = ["AlertService", "alert_json", "timeline"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def _running_key(community: str, device: str, rule: str) -> str:
     return f"{community}/{device}/{rule}"
 
 
-async def _timeline(session: AsyncSession, alert_id: int) -> Sequence[models.AlertTransition]:
+async def timeline(session: AsyncSession, alert_id: int) -> Sequence[models.AlertTransition]:
+    """An alert's timeline, oldest first."""
     return (
         await session.scalars(
             select(models.AlertTransition)
@@ -361,7 +362,7 @@ class AlertService:
             )
 
     async def _load(self, session: AsyncSession, row: models.Alert) -> Alert:
-        steps = await _timeline(session, row.id)
+        steps = await timeline(session, row.id)
         return Alert(
             rule=row.rule,  # type: ignore[arg-type]
             community=row.community_id,
@@ -647,8 +648,8 @@ class AlertService:
         await self._outbox(session, row, "escalated", now, only={r.org for r in added})
 
     async def _accident(self, session: AsyncSession, row: models.Alert, now: int) -> None:
-        steps = await _timeline(session, row.id)
-        timeline = [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note} for s in steps]
+        steps = await timeline(session, row.id)
+        history = [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note} for s in steps]
         ms = await session.scalar(
             select(models.AlertRecipient.org_id).where(
                 models.AlertRecipient.alert_id == row.id,
@@ -660,7 +661,7 @@ class AlertService:
                 alert_id=row.id,
                 created_t=now,
                 to_org=ms or "",
-                body=json.dumps({"alert": alert_json(row), "timeline": timeline},
+                body=json.dumps({"alert": alert_json(row), "timeline": history},
                                 ensure_ascii=False),
             )
         )  # fmt: skip

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server import models
-from server.alerting import AlertService, alert_json
+from server.alerting import AlertService, alert_json, timeline
 from server.http_json import bearer_token, int_param, json_error
 from server.keys import DATABASE, SETTINGS
 
@@ -133,13 +133,7 @@ async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, 
         ).all()
         if row is None or (caller.org is not None and caller.org not in {r.org_id for r in told}):
             raise json_error(web.HTTPNotFound, f"no alert {alert_id} for you")
-        steps = (
-            await session.scalars(
-                select(models.AlertTransition)
-                .where(models.AlertTransition.alert_id == alert_id)
-                .order_by(models.AlertTransition.id)
-            )
-        ).all()
+        steps = await timeline(session, alert_id)
         deliveries = (
             await session.execute(
                 select(models.Delivery, models.OrgChannel.kind)
