@@ -18,7 +18,7 @@ import yaml
 
 from alerts.lifecycle import Alert, AlertState
 from alerts.routing import Role
-from alerts.rules import RULES, RuleId
+from alerts.rules import RULES
 
 __all__ = [
     "ARRIVAL_DEADLINE",
@@ -108,18 +108,36 @@ class Ladder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return min(times) if times else None
 
 
-class City(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+_Raw = dict[str, dict[str, Any]]  # rule -> its ladder, not yet checked
+
+
+class _City(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A city's overrides: the districts it covers and its ladders."""
 
     districts: list[str]
-    rules: dict[RuleId, Ladder]
+    rules: _Raw
 
 
 class _LadderFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    rules: dict[RuleId, Ladder]
-    cities: dict[str, City] = {}
-    districts: dict[str, dict[RuleId, Ladder]] = {}
-    communities: dict[str, dict[RuleId, Ladder]] = {}
+    # Ladders are converted one by one afterwards, so that a problem names its rule.
+    rules: _Raw
+    cities: dict[str, _City] = {}
+    districts: dict[str, _Raw] = {}
+    communities: dict[str, _Raw] = {}
+
+
+def _convert(where: str, raw: _Raw, problems: list[str]) -> dict[str, Ladder]:
+    """Each rule's ladder of one layer; problems named ``<where>.<rule>: ...``."""
+    out: dict[str, Ladder] = {}
+    for rule, ladder in raw.items():
+        if rule not in RULES:
+            problems.append(f"{where}.{rule}: not a rule (rules: {', '.join(sorted(RULES))})")
+            continue
+        try:
+            out[rule] = msgspec.convert(ladder, Ladder)
+        except msgspec.ValidationError as exc:
+            problems.append(f"{where}.{rule}: {exc}")
+    return out
 
 
 class Ladders:
@@ -166,14 +184,16 @@ def parse_ladders(text: str, source: str = "ladders") -> Ladders:
     missing = sorted(set(RULES) - set(parsed.rules))
     if missing:
         problems.append(f"$.rules: no ladder for {', '.join(missing)}")
-    rules: dict[str, Ladder] = {str(k): v for k, v in parsed.rules.items()}
-    districts = {d: {str(k): x for k, x in v.items()} for d, v in parsed.districts.items()}
-    communities = {c: {str(k): x for k, x in v.items()} for c, v in parsed.communities.items()}
+    rules = _convert("$.rules", parsed.rules, problems)
+    districts = {d: _convert(f"$.districts.{d}", v, problems) for d, v in parsed.districts.items()}
+    communities = {
+        c: _convert(f"$.communities.{c}", v, problems) for c, v in parsed.communities.items()
+    }
     layers: list[tuple[str, Mapping[str, Ladder]]] = [("$.rules", rules)]
     layers += [(f"$.districts.{d}", v) for d, v in districts.items()]
     by_district: dict[str, dict[str, Ladder]] = {}
     for name, city in parsed.cities.items():
-        city_rules = {str(k): x for k, x in city.rules.items()}
+        city_rules = _convert(f"$.cities.{name}.rules", city.rules, problems)
         layers.append((f"$.cities.{name}.rules", city_rules))
         for i, d in enumerate(city.districts):
             if d in by_district:

@@ -232,9 +232,12 @@ def load_thresholds(settings: Settings) -> ThresholdFile:
         return ThresholdFile()
     path = Path(settings.alert_thresholds)
     found = load_yaml(path, ThresholdFile)
-    for key in (*found.buildings, *found.devices):
-        if key.count("/") != 1:
-            raise ConfigError.one(str(path), None, key, "must be community/building or device")
+    for section, keys in (("buildings", found.buildings), ("devices", found.devices)):
+        for key in keys:
+            if key.count("/") != 1:
+                what = "building" if section == "buildings" else "device"
+                message = f"{key!r} is not 'community/{what}'"
+                raise ConfigError.one(str(path), None, f"{section}.{key}", message)
     try:
         found.table(lambda _c, _d: None)
     except (TypeError, ValueError) as exc:

@@ -108,7 +108,10 @@ def test_a_district_in_two_cities_is_named() -> None:
             lambda t: t.replace("first: [company]\n", "first: [mayor]\n", 1),
             "Invalid enum value 'mayor'",
         ),
-        (lambda t: t.replace("  gate_forced:", "  gate_smashed:", 1), "gate_smashed"),
+        (
+            lambda t: t.replace("  gate_forced:", "  gate_smashed:", 1),
+            "$.rules.gate_smashed: not a rule (rules: ",
+        ),
         (
             lambda t: t.replace(
                 "unless: resolved, to: [street_office], tag: unwatched}",

@@ -47,3 +47,42 @@ def test_bad_settings_are_named(
 def test_missing_settings_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read"):
         load_settings(tmp_path / "nope.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "communities:\n  meihuayuan: {fire_lane_alert_s: 0}\n",
+            "communities.meihuayuan.fire_lane_alert_s: must be > 0",
+        ),
+        ("devices:\n  fl-1: {flap_s: 3}\n", "devices.fl-1: 'fl-1' is not 'community/device'"),
+        ("buildings:\n  meihuayuan/1号楼: {colour: 1}\n", "has no field 'colour'"),
+        ("defaults: {maintenance_days: 200}\n", "maintenance_days: must be 1..92"),
+        ("defaults: [1\n", "not valid YAML"),
+        ("limits: {}\n", "limits"),
+    ],
+)
+def test_bad_alert_thresholds_files_are_named(tmp_path: Path, text: str, message: str) -> None:
+    from server.app import load_thresholds  # noqa: PLC0415
+
+    path = tmp_path / "th.yaml"
+    path.write_text(text)
+    settings = load_settings(None, {"LINLI_ALERT_THRESHOLDS": str(path)})
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_thresholds(settings)
+    assert "th.yaml" in str(info.value)
+
+
+def test_bad_or_missing_ladder_files_are_named(tmp_path: Path) -> None:
+    from alerts.ladders import LadderError  # noqa: PLC0415
+    from server.app import load_ladders  # noqa: PLC0415
+
+    missing = load_settings(None, {"LINLI_ALERT_LADDERS": str(tmp_path / "nope.yaml")})
+    with pytest.raises(LadderError, match=r"nope\.yaml: cannot read"):
+        load_ladders(missing)
+    path = tmp_path / "la.yaml"
+    path.write_text("rules:\n  trapped: {first: [mayor]}\n")
+    bad = load_settings(None, {"LINLI_ALERT_LADDERS": str(path)})
+    with pytest.raises(LadderError, match=re.escape("$.rules.trapped: Invalid enum value 'mayor'")):
+        load_ladders(bad)
