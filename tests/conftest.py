@@ -157,7 +157,9 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
     return path
 
 
-def start_server(tmp: Path, settings: Path, port: int) -> ServerProc:
+def start_server(tmp: Path, settings: Path, port: int, *, subscribed: bool = True) -> ServerProc:
+    """Start ``linli server``; return once it listens and (``subscribed``) once its ingest is
+    subscribed, so that what a test publishes next is not published to nobody."""
     log = tmp / f"server-{time.monotonic_ns()}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -168,6 +170,13 @@ def start_server(tmp: Path, settings: Path, port: int) -> ServerProc:
             cwd=ROOT,
         )
     wait_port(port, timeout=20)
+    deadline = time.monotonic() + 20
+    while subscribed:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            if json.load(resp)["mqtt_connected"]:
+                break
+        assert time.monotonic() < deadline, f"the server did not subscribe:\n{log.read_text()}"
+        time.sleep(0.05)
     return ServerProc(proc, port, settings, log)
 
 
