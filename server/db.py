@@ -46,6 +46,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # The driver's own implicit BEGIN is off: SQLAlchemy's "begin" event issues the one
+    # below instead (the recipe in SQLAlchemy's SQLite dialect docs; it also makes
+    # SAVEPOINTs behave).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # IMMEDIATE: take the write lock when the transaction starts. A transaction that read
+    # first and writes later cannot be upgraded in WAL mode once another process has
+    # committed in between (SQLITE_BUSY at once, busy_timeout does not help); with two
+    # server workers on one file that lost alert writes. Taken at the start, the lock is
+    # waited for (busy_timeout) instead.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @asynccontextmanager
@@ -61,6 +74,7 @@ async def open_database(url: str) -> AsyncIterator[Database]:
     engine = create_async_engine(url)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
