@@ -152,7 +152,7 @@ class AlertService:
     async def _apply(
         self, signals: Sequence[Signal], conditions: Sequence[Condition], now: int
     ) -> None:
-        async with self._lock, self.db.session() as session:
+        async with self._lock, self.db.session(write=True) as session:
             for cond in conditions:
                 await self._condition(session, cond, now)
             for sig in signals:
@@ -421,7 +421,7 @@ class AlertService:
     ) -> models.Alert:
         """A person's step (the API checked who may); TransitionError if not allowed."""
         now = self.clock()
-        async with self._lock, self.db.session() as session:
+        async with self._lock, self.db.session(write=True) as session:
             row = await session.get(models.Alert, alert_id)
             if row is None:
                 raise LookupError(f"no alert {alert_id}")
@@ -504,7 +504,7 @@ class AlertService:
         """Devices expected to report (the registry's, at start): a row in ``device_seen``
         from now for each one that has none, so one that never reports goes silent too."""
         now = self.clock()
-        async with self.db.session() as session:
+        async with self.db.session(write=True) as session:
             pairs = select(models.DeviceSeen.community_id, models.DeviceSeen.device)
             known = {(c, d) for c, d in (await session.execute(pairs)).all()}
             for c, d in devices:
@@ -595,7 +595,7 @@ class AlertService:
         return fired
 
     async def _fire(self, timer_id: int, now: int) -> int:
-        async with self._lock, self.db.session() as session:
+        async with self._lock, self.db.session(write=True) as session:
             timer = await session.get(models.AlertTimer, timer_id)
             if timer is None:
                 return 0

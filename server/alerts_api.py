@@ -226,7 +226,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, f"day: {day} is in the future")
     if len(req.note) > 4000:
         raise json_error(web.HTTPBadRequest, "note: longer than 4000 characters")
-    async with request.app[DATABASE].session() as session:
+    async with request.app[DATABASE].session(write=True) as session:
         device = await session.get(models.Device, (req.community, req.device))
         if device is None or device.kind != "elevator":
             message = f"no elevator {req.device!r} in community {req.community!r}"

@@ -163,7 +163,7 @@ async def _serve_until_signal(settings: Settings) -> None:
 
 async def _registry_import(path: Path, settings: Settings) -> int:
     reg = load_registry(path)
-    async with open_database(settings.database_url) as db, db.session() as session:
+    async with open_database(settings.database_url) as db, db.session(write=True) as session:
         counts = await import_registry(session, reg)
     print(
         f"{path}: {len(reg.communities)} communities, {len(reg.organisations)} organisations, "
@@ -178,7 +178,7 @@ async def _create_token(org: str, label: str, settings: Settings) -> int:
     from server.alerts_api import token_digest  # noqa: PLC0415
 
     token = "lk_" + secrets.token_urlsafe(32)
-    async with open_database(settings.database_url) as db, db.session() as session:
+    async with open_database(settings.database_url) as db, db.session(write=True) as session:
         if await session.get(models.Organisation, org) is None:
             raise ConfigError.one("org", None, "", f"no organisation {org!r} in the registry")
         session.add(

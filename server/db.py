@@ -32,10 +32,19 @@ class Database:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction, committed on success and rolled back on error."""
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success and rolled back on error.
+
+        ``write``: the transaction reads and then writes. On SQLite it then takes the
+        write lock when it begins (``BEGIN IMMEDIATE``), see :func:`_sqlite_begin`; read-only
+        transactions stay deferred and never wait for writers (WAL)."""
         async with self.sessions() as session, session.begin():
+            if write:
+                await session.connection(execution_options={_WRITE: True})
             yield session
+
+
+_WRITE = "linli_write"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,12 +62,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    # IMMEDIATE: take the write lock when the transaction starts. A transaction that read
-    # first and writes later cannot be upgraded in WAL mode once another process has
+    # A writing transaction takes the write lock when it starts (IMMEDIATE). One that read
+    # first and wrote later could not be upgraded in WAL mode once another process had
     # committed in between (SQLITE_BUSY at once, busy_timeout does not help); with two
     # server workers on one file that lost alert writes. Taken at the start, the lock is
-    # waited for (busy_timeout) instead.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # waited for (busy_timeout) instead. Readers stay deferred: they never wait.
+    immediate = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @asynccontextmanager

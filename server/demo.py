@@ -131,7 +131,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             mqtt_url = await stack.enter_async_context(_embedded_broker())
             # amqtt has no shared subscriptions.
             settings = msgspec.structs.replace(settings, mqtt_url=mqtt_url, mqtt_shared_group="")
-        async with open_database(settings.database_url) as db, db.session() as session:
+        async with open_database(settings.database_url) as db, db.session(write=True) as session:
             counts = await import_registry(session, reg)
         log.info(
             "registry %s: %d created, %d updated, %d unchanged",

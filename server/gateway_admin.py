@@ -123,7 +123,7 @@ class GatewayLink:
             log.warning("ignored an answer on %s: %s", topic, exc)
             return
         message = ack.error if ack.error is not None else (ack.result or "")
-        async with self._db.session() as session:
+        async with self._db.session(write=True) as session:
             row: models.GatewayConfig | models.GatewayCommand | None
             if ack.type == "config":
                 row = None
@@ -231,7 +231,7 @@ async def put_config(request: web.Request) -> web.Response:
     body = await _json_body(request, MAX_CONFIG_BYTES)
     version = _check_config(body)
     link = request.app[GATEWAY_LINK]
-    async with db.session() as session:
+    async with db.session(write=True) as session:
         latest = await session.scalar(
             select(models.GatewayConfig.version)
             .where(
@@ -314,7 +314,7 @@ async def post_command(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, message)
     link = request.app[GATEWAY_LINK]
     now = _now_ms()
-    async with db.session() as session:
+    async with db.session(write=True) as session:
         if req.device is not None:
             device = await session.get(models.Device, (community, req.device))
             if device is None or device.gateway_id != gateway:

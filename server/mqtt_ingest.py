@@ -61,7 +61,7 @@ async def save_seq_states(db: Database, ingest: Ingest) -> None:
     dirty, ingest.dirty = ingest.dirty, set()
     if not dirty:
         return
-    async with db.session() as session:
+    async with db.session(write=True) as session:
         for key in dirty:
             state = ingest.seq[key]
             if state.high is None:

@@ -206,7 +206,7 @@ class Notifier:
 
     async def _claim(self) -> list[int]:
         now = self.clock()
-        async with self.db.session() as session:
+        async with self.db.session(write=True) as session:
             due = (
                 await session.scalars(
                     select(models.Delivery.id)
@@ -251,7 +251,7 @@ class Notifier:
         ok = not error
         took = int((time.monotonic() - start) * 1000)
         now = self.clock()
-        async with self.db.session() as session:
+        async with self.db.session(write=True) as session:
             row = await session.get(models.Delivery, delivery_id)
             if row is None:
                 return
