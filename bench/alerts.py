@@ -49,10 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 from alerts.ladders import default_ladders  # noqa: E402
 from collectors.wire import Envelope, Event, Reading, encode_envelope  # noqa: E402
-from server import models  # noqa: E402
-from server.alerting import AlertService  # noqa: E402
-from server.db import open_database  # noqa: E402
-from server.registry import import_registry, load_registry  # noqa: E402
+from server.alerting.service import AlertService  # noqa: E402
+from server.store import models  # noqa: E402
+from server.store.db import open_database  # noqa: E402
+from server.store.registry import import_registry, load_registry  # noqa: E402
 
 SECRET = "bench-secret-0123456789"
 COMMUNITY = "meihuayuan"

@@ -1,5 +1,5 @@
 """The central server: MQTT ingest, telemetry, registry, REST API and live screens.
 
 Public names: :func:`server.app.create_app`, :func:`server.cli.main` (the ``linli``
-command), :class:`server.ingest.Ingest`, :func:`server.registry.load_registry`.
+command), :class:`server.ingest.pipeline.Ingest`, :func:`server.store.registry.load_registry`.
 """

@@ -21,12 +21,12 @@ from aiohttp import web
 from alerts.ladders import LadderError, Ladders, default_ladders, parse_ladders
 from alerts.rules import RuleSettings, SettingsTable
 from collectors.yamlconf import ConfigError, load_yaml
-from server import web_handlers
-from server.alerting import AlertService
-from server.alerts_api import ALERTS, add_alert_routes
-from server.db import open_database
-from server.gateway_admin import GATEWAY_LINK, GatewayLink, add_gateway_admin_routes
-from server.ingest import Ingest
+from server.alerting.api import ALERTS, add_alert_routes
+from server.alerting.notifier import NOTIFIER, Notifier, NotifyPolicy, SmtpTarget
+from server.alerting.service import AlertService
+from server.gateways.admin import GATEWAY_LINK, GatewayLink, add_gateway_admin_routes
+from server.ingest.mqtt import load_seq_states, run_mqtt_ingest, run_seq_saver
+from server.ingest.pipeline import Ingest
 from server.keys import (
     DATABASE,
     INFLUX,
@@ -38,14 +38,14 @@ from server.keys import (
     TELEMETRY_READER,
     TELEMETRY_WRITER,
 )
-from server.livestate import LiveState
-from server.mqtt_ingest import load_seq_states, run_mqtt_ingest, run_seq_saver
-from server.notifier import NOTIFIER, Notifier, NotifyPolicy, SmtpTarget
-from server.registry import RegistryIndex, load_registry_index
 from server.settings import Settings, influx_target
+from server.store.db import open_database
+from server.store.registry import RegistryIndex, load_registry_index
 from server.telemetry.influx import open_influx_writer
 from server.telemetry.influxql import InfluxQLReader
 from server.telemetry.sqlite_store import open_sqlite_store
+from server.web import handlers as web_handlers
+from server.web.livestate import LiveState
 
 __all__ = ["create_app"]
 

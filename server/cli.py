@@ -34,10 +34,10 @@ from aiohttp import web
 from alerts.ladders import LadderError
 from collectors.yamlconf import ConfigError
 from server.app import create_app
-from server.db import open_database
-from server.gateway_cli import add_gateways_parser, run_gateways
-from server.registry import import_registry, load_registry
+from server.gateways.cli import add_gateways_parser, run_gateways
 from server.settings import Settings, influx_target, load_settings
+from server.store.db import open_database
+from server.store.registry import import_registry, load_registry
 
 __all__ = ["main", "serve", "stop_on_signals"]
 
@@ -174,8 +174,8 @@ async def _registry_import(path: Path, settings: Settings) -> int:
 
 
 async def _create_token(org: str, label: str, settings: Settings) -> int:
-    from server import models  # noqa: PLC0415
-    from server.alerts_api import token_digest  # noqa: PLC0415
+    from server.alerting.api import token_digest  # noqa: PLC0415
+    from server.store import models  # noqa: PLC0415
 
     token = "lk_" + secrets.token_urlsafe(32)
     async with open_database(settings.database_url) as db, db.session(write=True) as session:

@@ -25,9 +25,9 @@ import msgspec
 import yaml
 
 from server.cli import serve, stop_on_signals
-from server.db import open_database
-from server.registry import RegistryFile, import_registry, load_registry
 from server.settings import load_settings
+from server.store.db import open_database
+from server.store.registry import RegistryFile, import_registry, load_registry
 
 __all__ = ["DEMO_REGISTRY", "run_demo", "site_configs"]
 

@@ -7,14 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from server.db import Database
-from server.ingest import Ingest
-from server.livestate import LiveState
+from server.ingest.pipeline import Ingest
 from server.settings import Settings
+from server.store.db import Database
 from server.telemetry import TelemetryWriter
 from server.telemetry.influx import InfluxWriter
 from server.telemetry.queries import TelemetryReader
 from server.telemetry.sqlite_store import SqliteTelemetryStore
+from server.web.livestate import LiveState
 
 __all__ = [
     "DATABASE",

@@ -31,10 +31,10 @@ from sqlalchemy import select
 
 from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
-from server import models
-from server.alerting import AlertService, alert_json, timeline
-from server.http_json import bearer_token, int_param, json_error
+from server.alerting.service import AlertService, alert_json, timeline
 from server.keys import DATABASE, SETTINGS
+from server.store import models
+from server.web.http_json import bearer_token, int_param, json_error
 
 __all__ = ["ALERTS", "add_alert_routes", "token_digest"]
 

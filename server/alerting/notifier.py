@@ -43,8 +43,8 @@ import aiosmtplib
 from aiohttp import web
 from sqlalchemy import select, update
 
-from server import models
-from server.db import Database
+from server.store import models
+from server.store.db import Database
 
 __all__ = ["NOTIFIER", "Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign"]
 

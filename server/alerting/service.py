@@ -13,7 +13,7 @@ their timelines, recipients and timers in SQL, and writes the outbox the notifie
   happens once, and a crash before the commit leaves it due for the next worker or start.
 * **Outbox**: every change of an alert (opened, escalated, a transition) writes one
   ``deliveries`` row per channel of every organisation the alert has been routed to, in the
-  same transaction (:mod:`server.notifier` sends them).
+  same transaction (:mod:`server.alerting.notifier` sends them).
 
 * **Device silence** (no item for ``device_offline_s``): each worker notes when it last
   heard from each device and merges that into ``device_seen`` every few seconds (keeping
@@ -50,8 +50,8 @@ from alerts.rules import (
     maintenance_signals,
 )
 from collectors.wire import Item
-from server import models
-from server.db import Database
+from server.store import models
+from server.store.db import Database
 
 __all__ = ["AlertService", "alert_json", "timeline"]
 

@@ -44,12 +44,12 @@ from collectors.wire import (
     parse_topic,
     topic_for,
 )
-from server import models
-from server.db import Database
-from server.http_json import bearer_token, int_param, json_error
+from server.ingest.session import run_session
 from server.keys import DATABASE, LIVE, SETTINGS
-from server.mqtt_session import run_session
 from server.settings import Settings
+from server.store import models
+from server.store.db import Database
+from server.web.http_json import bearer_token, int_param, json_error
 
 __all__ = ["GATEWAY_LINK", "BrokerUnavailableError", "GatewayLink", "add_gateway_admin_routes"]
 

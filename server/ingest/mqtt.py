@@ -1,4 +1,4 @@
-"""The broker side of ingest: subscribe, feed :class:`server.ingest.Ingest`, reconnect.
+"""The broker side of ingest: subscribe, feed :class:`server.ingest.pipeline.Ingest`, reconnect.
 
 Workers subscribe to ``up`` with a shared subscription (``$share/<group>/...``) so several
 server processes split the load on the broker's own clustering (DESIGN.md, "MQTT"). Status
@@ -13,12 +13,12 @@ from typing import Final
 
 from sqlalchemy import select
 
-from server import models
-from server.db import Database
-from server.ingest import Ingest
-from server.mqtt_session import run_session
-from server.seqtrack import SeqState
+from server.ingest.pipeline import Ingest
+from server.ingest.seqtrack import SeqState
+from server.ingest.session import run_session
 from server.settings import Settings
+from server.store import models
+from server.store.db import Database
 
 __all__ = ["load_seq_states", "run_mqtt_ingest", "save_seq_states"]
 

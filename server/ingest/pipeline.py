@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :class:`Ingest` is the pipeline without the MQTT client: the subscriber loop in
-:mod:`server.mqtt_ingest` hands it each message's topic and payload. An ``up`` message is
+:mod:`server.ingest.mqtt` hands it each message's topic and payload. An ``up`` message is
 accepted only if its topic parses, its payload decodes to a valid envelope, the topic's
 community and gateway are the envelope's, and the registry knows the community, the gateway
 and every device with the kind it claims. Anything else is **rejected**: counted under its
@@ -38,10 +38,10 @@ from collectors.wire import (
     decode_status,
     parse_topic,
 )
-from server.livestate import LiveState
-from server.registry import RegistryIndex
-from server.seqtrack import SeqState, SeqVerdict
+from server.ingest.seqtrack import SeqState, SeqVerdict
+from server.store.registry import RegistryIndex
 from server.telemetry import TelemetryWriter
+from server.web.livestate import LiveState
 
 __all__ = ["Ingest", "IngestStats", "Reason", "Rejected"]
 

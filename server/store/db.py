@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from server.models import Base
+from server.store.models import Base
 
 __all__ = ["Database", "open_database"]
 

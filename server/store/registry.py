@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from collectors.wire import ID_PATTERN, DeviceKind
 from collectors.yamlconf import load_yaml
-from server import models
+from server.store import models
 
 __all__ = [
     "ImportCounts",

@@ -15,7 +15,6 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from collectors.wire import EVENTS_BY_KIND
-from server.http_json import int_param, json_error
 from server.keys import INGEST, SETTINGS, TELEMETRY_READER
 from server.telemetry.queries import (
     TelemetryQueryError,
@@ -25,6 +24,7 @@ from server.telemetry.queries import (
     trips_per_day,
 )
 from server.telemetry.timeline import DAY_MS, day_offset_ms, nice_interval_ms
+from server.web.http_json import int_param, json_error
 
 __all__ = ["add_telemetry_routes"]
 

@@ -15,11 +15,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
-from server import models
-from server.gateway_admin import GATEWAY_LINK
-from server.http_json import json_error
+from server.gateways.admin import GATEWAY_LINK
 from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
-from server.telemetry_api import add_telemetry_routes
+from server.store import models
+from server.telemetry.api import add_telemetry_routes
+from server.web.http_json import json_error
 
 __all__ = ["add_routes"]
 

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from alerts.ladders import default_ladders, parse_ladders
 from alerts.rules import RuleSettings, SettingsTable
 from collectors.wire import Event, Reading
-from server import models
-from server.alerting import AlertService
-from server.db import Database, open_database
-from server.registry import import_registry, load_registry
+from server.alerting.service import AlertService
+from server.store import models
+from server.store.db import Database, open_database
+from server.store.registry import import_registry, load_registry
 from tests.conftest import DEMO_REGISTRY
 
 T = 1_795_300_000_000
@@ -180,7 +180,7 @@ async def test_contract_of_the_day_and_a_ladder_override(db: Database, tmp_path:
         s.add(models.Organisation(id="pc-xin", kind="property_company", name="新", district=""))
         await s.flush()
         s.add(models.Contract(community_id=C, company_id="pc-xin", start=dt.date(2026, 11, 23)))
-    text = (Path(__file__).parents[2] / "alerts" / "ladders.yaml").read_text()
+    text = (Path(__file__).parents[3] / "alerts" / "ladders.yaml").read_text()
     override = "communities:\n  meihuayuan:\n    gate_forced: {first: [company, street_office]}"
     ladders = parse_ladders(text.replace("communities: {}", override))
     clock = Clock()

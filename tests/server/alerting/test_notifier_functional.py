@@ -17,9 +17,9 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from server import models
-from server.db import Database, open_database
-from server.notifier import Notifier, NotifyPolicy, robot_text, sign
+from server.alerting.notifier import Notifier, NotifyPolicy, robot_text, sign
+from server.store import models
+from server.store.db import Database, open_database
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.functional

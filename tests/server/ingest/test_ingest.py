@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from server.db import open_database
-from server.ingest import Ingest
-from server.livestate import LiveState
-from server.registry import RegistryIndex, import_registry, load_registry, load_registry_index
+from server.ingest.pipeline import Ingest
+from server.store.db import open_database
+from server.store.registry import RegistryIndex, import_registry, load_registry, load_registry_index
 from server.telemetry.sqlite_store import open_sqlite_store
+from server.web.livestate import LiveState
 from tests.conftest import DEMO_REGISTRY
 
 T0 = 1_763_800_000_000

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.seqtrack import WINDOW, SeqState, SeqVerdict
+from server.ingest.seqtrack import WINDOW, SeqState, SeqVerdict
 
 
 def test_in_order_with_duplicates_and_a_gap() -> None:

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from collectors.yamlconf import ConfigError
-from server import models
-from server.db import open_database
-from server.registry import import_registry, load_registry, load_registry_index
+from server.store import models
+from server.store.db import open_database
+from server.store.registry import import_registry, load_registry, load_registry_index
 from tests.conftest import DEMO_REGISTRY
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from collectors.wire import Event, Item, Reading
 from server.telemetry.influx import InfluxTarget, open_influx_writer
 from tests.conftest import ROOT, Influxd, free_port, run_linli
-from tests.server.test_influx_functional import influxql
+from tests.server.telemetry.test_influx_functional import influxql
 
 pytestmark = pytest.mark.functional
 

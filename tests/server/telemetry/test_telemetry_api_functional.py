@@ -27,8 +27,8 @@ from tests.conftest import (
     stop,
     write_settings,
 )
-from tests.server.test_influx_functional import influxql
-from tests.server.test_telemetry_queries import CHART, D0, D1, DATA, END, STATUS, H
+from tests.server.telemetry.test_influx_functional import influxql
+from tests.server.telemetry.test_telemetry_queries import CHART, D0, D1, DATA, END, STATUS, H
 
 pytestmark = pytest.mark.functional
 
