@@ -21,18 +21,22 @@ from aiohttp import web
 from alerts.ladders import LadderError, Ladders, default_ladders, parse_ladders
 from alerts.rules import RuleSettings, SettingsTable
 from collectors.yamlconf import ConfigError, load_yaml
-from server.alerting.api import ALERTS, add_alert_routes
-from server.alerting.notifier import NOTIFIER, Notifier, NotifyPolicy, SmtpTarget
+from server.alerting.api import add_alert_routes
+from server.alerting.notifier import Notifier, NotifyPolicy, SmtpTarget
 from server.alerting.service import AlertService
-from server.gateways.admin import GATEWAY_LINK, GatewayLink, add_gateway_admin_routes
+from server.gateways.api import add_gateway_admin_routes
+from server.gateways.link import GatewayLink
 from server.ingest.mqtt import load_seq_states, run_mqtt_ingest, run_seq_saver
 from server.ingest.pipeline import Ingest
 from server.keys import (
+    ALERTS,
     DATABASE,
+    GATEWAY_LINK,
     INFLUX,
     INGEST,
     LIVE,
     MQTT_CONNECTED,
+    NOTIFIER,
     SETTINGS,
     TELEMETRY,
     TELEMETRY_READER,
@@ -41,6 +45,7 @@ from server.keys import (
 from server.settings import Settings, influx_target
 from server.store.db import open_database
 from server.store.registry import RegistryIndex, load_registry_index
+from server.telemetry.api import add_telemetry_routes
 from server.telemetry.influx import open_influx_writer
 from server.telemetry.influxql import InfluxQLReader
 from server.telemetry.sqlite_store import open_sqlite_store
@@ -254,6 +259,7 @@ def create_app(settings: Settings) -> web.Application:
     app[THRESHOLDS] = load_thresholds(settings)
     app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
     web_handlers.add_routes(app)
+    add_telemetry_routes(app)
     add_gateway_admin_routes(app)
     add_alert_routes(app)
     return app

@@ -19,29 +19,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-
-from aiohttp import web
 
 from alerts.ladders import LadderError
 from collectors.yamlconf import ConfigError
-from server.app import create_app
 from server.gateways.cli import add_gateways_parser, run_gateways
+from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
 from server.store.db import open_database
 from server.store.registry import import_registry, load_registry
 
-__all__ = ["main", "serve", "stop_on_signals"]
-
-log = logging.getLogger(__name__)
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,55 +99,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGINT/SIGTERM for as long as the block runs.
-
-    Installed once by the outermost runner and kept through the whole shutdown, so that a
-    second Ctrl-C (or a signal sent to the process group) cannot interrupt a clean stop.
-    """
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-async def serve(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    started: Callable[[str], Awaitable[None]] | None = None,
-    stopping: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Run the server until ``stop`` is set, then shut down cleanly.
-
-    ``started`` is awaited with the URL once the server listens; ``stopping`` is awaited when
-    a stop is requested, before the server closes (the demo stops its gateways there).
-    """
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
-        url = f"http://{settings.http_host}:{settings.http_port}/"
-        log.info("Linli server listening on %s", url)
-        if started is not None:
-            await started(url)
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        try:
-            if stopping is not None:
-                await stopping()
-        finally:
-            await runner.cleanup()
-
-
 async def _serve_until_signal(settings: Settings) -> None:
     stop = asyncio.Event()
     with stop_on_signals(stop):
@@ -174,8 +118,8 @@ async def _registry_import(path: Path, settings: Settings) -> int:
 
 
 async def _create_token(org: str, label: str, settings: Settings) -> int:
-    from server.alerting.api import token_digest  # noqa: PLC0415
     from server.store import models  # noqa: PLC0415
+    from server.web.auth import token_digest  # noqa: PLC0415
 
     token = "lk_" + secrets.token_urlsafe(32)
     async with open_database(settings.database_url) as db, db.session(write=True) as session:

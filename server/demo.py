@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 import yaml
 
-from server.cli import serve, stop_on_signals
+from server.serving import serve, stop_on_signals
 from server.settings import load_settings
 from server.store.db import open_database
 from server.store.registry import RegistryFile, import_registry, load_registry

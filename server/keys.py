@@ -7,6 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from server.alerting.notifier import Notifier
+from server.alerting.service import AlertService
+from server.gateways.link import GatewayLink
 from server.ingest.pipeline import Ingest
 from server.settings import Settings
 from server.store.db import Database
@@ -17,11 +20,14 @@ from server.telemetry.sqlite_store import SqliteTelemetryStore
 from server.web.livestate import LiveState
 
 __all__ = [
+    "ALERTS",
     "DATABASE",
+    "GATEWAY_LINK",
     "INFLUX",
     "INGEST",
     "LIVE",
     "MQTT_CONNECTED",
+    "NOTIFIER",
     "SETTINGS",
     "STREAMS",
     "TELEMETRY",
@@ -41,5 +47,8 @@ INFLUX = web.AppKey("influx", InfluxWriter)
 LIVE = web.AppKey("live", LiveState)
 INGEST = web.AppKey("ingest", Ingest)
 MQTT_CONNECTED = web.AppKey("mqtt_connected", asyncio.Event)
+ALERTS = web.AppKey("alerts", AlertService)
+NOTIFIER = web.AppKey("notifier", Notifier)
+GATEWAY_LINK = web.AppKey("gateway_link", GatewayLink)
 #: Handler tasks of open SSE streams, cancelled on shutdown so that it does not wait on them.
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")

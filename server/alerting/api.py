@@ -19,7 +19,6 @@ organisation's alert is "not found" (its existence is not disclosed). The operat
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -31,23 +30,18 @@ from sqlalchemy import select
 
 from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
-from server.alerting.service import AlertService, alert_json, timeline
-from server.keys import DATABASE, SETTINGS
+from server.alerting.service import alert_json, timeline
+from server.keys import ALERTS, DATABASE, SETTINGS
 from server.store import models
-from server.web.http_json import bearer_token, int_param, json_error
+from server.web.auth import bearer_token, token_digest
+from server.web.http_json import int_param, json_error
 
-__all__ = ["ALERTS", "add_alert_routes", "token_digest"]
+__all__ = ["add_alert_routes"]
 
-ALERTS = web.AppKey("alerts", AlertService)
 _STATES: Final = frozenset(get_args(AlertState))
 #: Roles that see but never act (DOMAIN.md: market supervision is informed).
 _READ_ONLY_ROLES: Final = frozenset({"market_supervision"})
 MAX_T: Final = 4_102_444_800_000
-
-
-def token_digest(token: str) -> str:
-    """How a token is stored: its SHA-256, hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,13 +40,12 @@ from typing import Any, Final
 
 import aiohttp
 import aiosmtplib
-from aiohttp import web
 from sqlalchemy import select, update
 
 from server.store import models
 from server.store.db import Database
 
-__all__ = ["NOTIFIER", "Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign"]
+__all__ = ["Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign"]
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +323,3 @@ class Notifier:
             )
             return None, ""
         return None, f"channel kind {channel.kind!r} is not supported"
-
-
-NOTIFIER = web.AppKey("notifier", Notifier)

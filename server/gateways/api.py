@@ -12,7 +12,8 @@ management is off and answers 403)::
 A config is stored, then published retained with QoS 1; the response comes after the broker's
 PUBACK, so a 202 means the broker holds it for the gateway, now or when it next connects. The
 gateway checks it against its own devices and profiles and answers on ``cmd/ack``
-(docs/gateway.md, "Remote management"); :class:`GatewayLink` records the answer on the row.
+(docs/gateway.md, "Remote management"); :class:`server.gateways.link.GatewayLink` records
+the answer on the row.
 The server checks what it can without the gateway's files: the shape, the sections a remote
 config may carry, the version (newer than every one published), and for commands the
 operation and that the device is registered on that gateway.
@@ -20,7 +21,6 @@ operation and that the device is registered on that gateway.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -28,7 +28,6 @@ import secrets
 import time
 from typing import Any, Final
 
-import aiomqtt
 import msgspec
 from aiohttp import web
 from sqlalchemy import select
@@ -38,24 +37,21 @@ from collectors.wire import (
     REMOTE_SECTIONS,
     Command,
     CommandOp,
-    WireError,
-    decode_ack,
     encode_command,
-    parse_topic,
     topic_for,
 )
-from server.ingest.session import run_session
-from server.keys import DATABASE, LIVE, SETTINGS
+from server.gateways.link import BrokerUnavailableError
+from server.keys import DATABASE, GATEWAY_LINK, LIVE, SETTINGS
 from server.settings import Settings
 from server.store import models
 from server.store.db import Database
-from server.web.http_json import bearer_token, int_param, json_error
+from server.web.auth import bearer_token
+from server.web.http_json import int_param, json_error
 
-__all__ = ["GATEWAY_LINK", "BrokerUnavailableError", "GatewayLink", "add_gateway_admin_routes"]
+__all__ = ["add_gateway_admin_routes"]
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_S: Final = 10.0
 #: Commands not acted on within this many seconds are refused by the gateway (``expires``).
 DEFAULT_COMMAND_TTL_S: Final = 60
 MAX_COMMAND_TTL_S: Final = 3600
@@ -64,91 +60,6 @@ MAX_CONFIG_BYTES: Final = 256 * 1024
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class BrokerUnavailableError(Exception):
-    """The management link has no broker connection, or the broker did not acknowledge."""
-
-
-class GatewayLink:
-    """The server's MQTT client for management: publishes on ``config`` and ``cmd``, and
-    records every answer that arrives on ``cmd/ack``.
-
-    Each server worker runs one, subscribed plainly with a persistent session, so answers sent
-    while it was away are delivered when it is back; recording an answer is idempotent, so
-    several workers recording the same one agree.
-    """
-
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self._settings = settings
-        self._db = db
-        self._client: aiomqtt.Client | None = None
-        self.connected = asyncio.Event()
-        self.acks = 0
-        self.bad_acks = 0
-        self.unmatched_acks = 0
-
-    async def run(self) -> None:
-        """Stay connected and record answers until cancelled."""
-
-        def use(client: aiomqtt.Client | None) -> None:
-            self._client = client
-
-        await run_session(
-            self._settings,
-            role="admin",
-            subscriptions=[f"{self._settings.mqtt_prefix}/+/+/cmd/ack"],
-            handle=self.record_ack,
-            connected=self.connected,
-            on_client=use,
-        )
-
-    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        """Publish with QoS 1 and return once the broker acknowledged it."""
-        client = self._client
-        if client is None:
-            raise BrokerUnavailableError("the server is not connected to the MQTT broker")
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT_S)
-        except aiomqtt.MqttError as exc:
-            raise BrokerUnavailableError(f"the broker did not take the message: {exc}") from exc
-
-    async def record_ack(self, topic: str, payload: bytes) -> None:
-        """Store one answer on the config version or command it answers."""
-        try:
-            addr = parse_topic(self._settings.mqtt_prefix, topic)
-            ack = decode_ack(payload)
-        except WireError as exc:
-            self.bad_acks += 1
-            log.warning("ignored an answer on %s: %s", topic, exc)
-            return
-        message = ack.error if ack.error is not None else (ack.result or "")
-        async with self._db.session(write=True) as session:
-            row: models.GatewayConfig | models.GatewayCommand | None
-            if ack.type == "config":
-                row = None
-                if ack.version is not None:
-                    row = await session.get(
-                        models.GatewayConfig, (addr.community, addr.gateway, ack.version)
-                    )
-                if row is not None:
-                    row.ack_running = ack.running
-            else:
-                row = await session.get(models.GatewayCommand, ack.id)
-                if row is not None and (row.community_id, row.gateway_id) != (
-                    addr.community,
-                    addr.gateway,
-                ):
-                    row = None  # another gateway's command id: not this one's to answer
-            if row is None:
-                self.unmatched_acks += 1
-                log.info("answer on %s matches nothing sent from here: %s", topic, message)
-                return
-            row.ack_t, row.ack_ok, row.ack_message = ack.t, ack.ok, message
-        self.acks += 1
-
-
-GATEWAY_LINK = web.AppKey("gateway_link", GatewayLink)
 
 
 # --- HTTP -------------------------------------------------------------------------------

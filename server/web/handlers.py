@@ -15,10 +15,17 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
-from server.gateways.admin import GATEWAY_LINK
-from server.keys import DATABASE, INFLUX, INGEST, LIVE, MQTT_CONNECTED, STREAMS, TELEMETRY
+from server.keys import (
+    DATABASE,
+    GATEWAY_LINK,
+    INFLUX,
+    INGEST,
+    LIVE,
+    MQTT_CONNECTED,
+    STREAMS,
+    TELEMETRY,
+)
 from server.store import models
-from server.telemetry.api import add_telemetry_routes
 from server.web.http_json import json_error
 
 __all__ = ["add_routes"]
@@ -181,7 +188,8 @@ async def json_api_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def add_routes(app: web.Application) -> None:
-    """Register every route of the server, and the shutdown hook that ends open streams."""
+    """Register the status page, its stream and the read-only JSON routes, and the shutdown
+    hook that ends open streams; each room registers its own API routes (server/app.py)."""
     app.middlewares.append(json_api_errors)
     app[STREAMS] = set()
     app.on_shutdown.append(_close_streams)
@@ -190,6 +198,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/ingest", ingest_stats)
     app.router.add_get("/api/telemetry/counts", telemetry_counts)
-    add_telemetry_routes(app)
     app.router.add_get("/healthz", health)
     app.router.add_static("/static", STATIC_DIR)

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-__all__ = ["bearer_token", "int_param", "json_error"]
+__all__ = ["int_param", "json_error"]
 
 
 def json_error(cls: type[web.HTTPError], message: str) -> web.HTTPError:
@@ -31,16 +31,3 @@ def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -
         message = f"query parameter {name}={value} is outside {lo}..{hi}"
         raise json_error(web.HTTPBadRequest, message)
     return value
-
-
-def bearer_token(request: web.Request, what: str = "token") -> str:
-    """The ``Authorization: Bearer`` token of a request; 401 (with ``WWW-Authenticate``)
-    naming what is expected when there is none."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": f"missing Authorization: Bearer <{what}>"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="linli"'},
-        )
-    return token

@@ -1,0 +1,69 @@
+"""Running the server in a process: serve the app until asked to stop, and the signal handling
+the outermost runner installs. Shared by ``linli server`` (server/cli.py) and ``linli demo``
+(server/demo.py), which therefore never import each other's modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+
+from server.app import create_app
+from server.settings import Settings
+
+__all__ = ["serve", "stop_on_signals"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM for as long as the block runs.
+
+    Installed once by the outermost runner and kept through the whole shutdown, so that a
+    second Ctrl-C (or a signal sent to the process group) cannot interrupt a clean stop.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    started: Callable[[str], Awaitable[None]] | None = None,
+    stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the server until ``stop`` is set, then shut down cleanly.
+
+    ``started`` is awaited with the URL once the server listens; ``stopping`` is awaited when
+    a stop is requested, before the server closes (the demo stops its gateways there).
+    """
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        url = f"http://{settings.http_host}:{settings.http_port}/"
+        log.info("Linli server listening on %s", url)
+        if started is not None:
+            await started(url)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        try:
+            if stopping is not None:
+                await stopping()
+        finally:
+            await runner.cleanup()
