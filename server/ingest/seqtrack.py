@@ -10,8 +10,13 @@ and counts the numbers it skipped as gaps; a number inside the window is either 
 for a duplicate, because a gateway sends its backlog in order.
 
 Invariants: ``gaps`` = numbers below ``high`` never seen (within what the window could tell);
-an envelope is accepted at most once per gateway while its number is in the window. After a
-server restart only ``high`` is known, so everything at or below it counts as seen.
+an envelope is accepted at most once per gateway while its number is in the window.
+
+The whole state is saved with the telemetry it accounts for (:meth:`SeqState.to_bytes`, in
+the same transaction), so after a crash it is exactly what it was for the messages the store
+holds, and the messages after them, which the broker delivers again, count as they would
+have. A state restored from an older server's mark (``high`` only) takes everything at or
+below ``high`` as seen.
 """
 
 from __future__ import annotations
@@ -20,11 +25,25 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 __all__ = ["WINDOW", "SeqState", "SeqVerdict"]
 
 #: How far below the high mark a late envelope can still be told from a duplicate.
 WINDOW: Final = 4096
 _MASK: Final = (1 << WINDOW) - 1
+
+
+class _Mark(msgspec.Struct, array_like=True, frozen=True):
+    high: int | None
+    seen: bytes
+    gaps: int
+    duplicates: int
+    floor: int
+
+
+_MARK_ENCODER: Final = msgspec.msgpack.Encoder()
+_MARK_DECODER: Final = msgspec.msgpack.Decoder(_Mark)
 
 
 class SeqVerdict(enum.Enum):
@@ -50,6 +69,28 @@ class SeqState:
     def restored(cls, high: int, gaps: int, duplicates: int) -> SeqState:
         """State after a restart: everything at or below ``high`` counts as seen."""
         return cls(high=high, seen=_MASK, gaps=gaps, duplicates=duplicates, floor=high)
+
+    def to_bytes(self) -> bytes:
+        """The whole state, for :meth:`from_bytes`."""
+        return _MARK_ENCODER.encode(
+            _Mark(
+                self.high,
+                self.seen.to_bytes(WINDOW // 8, "little"),
+                self.gaps,
+                self.duplicates,
+                self.floor,
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SeqState:
+        """A state saved by :meth:`to_bytes`; ``ValueError`` if ``raw`` is not one."""
+        try:
+            mark = _MARK_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not a sequence mark: {exc}") from exc
+        seen = int.from_bytes(mark.seen, "little") & _MASK
+        return cls(mark.high, seen, mark.gaps, mark.duplicates, mark.floor)
 
     def offer(self, seq: int) -> SeqVerdict:
         """Record ``seq``; say whether its envelope is new or a duplicate."""

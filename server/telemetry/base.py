@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from collectors.wire import Item
@@ -17,9 +17,12 @@ class TelemetryWriteError(Exception):
 class TelemetryWriter(Protocol):
     """Where ingest sends every accepted reading and event.
 
-    ``write`` queues and returns quickly; it waits only when the store's bounded buffer is
-    full (back-pressure), and never loses an item it accepted. ``flush`` waits until every
-    item queued so far is stored.
+    ``write`` and ``write_status`` queue in memory and return. ``commit`` makes everything
+    queued so far durable in one step with ingest's marks (opaque bytes per gateway: its
+    sequence windows), so that after a crash the store holds the items of exactly the
+    messages whose marks it holds; ingest acknowledges a message to the broker only after
+    the commit that holds it. Queued items nobody committed are dropped at close. ``flush``
+    waits until everything queued so far is stored where queries see it.
     """
 
     async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
@@ -28,6 +31,15 @@ class TelemetryWriter(Protocol):
 
     async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
         """Queue a gateway's status (``online``/``offline``) as of device time ``t``."""
+        ...
+
+    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
+        """Make every item queued so far and ``marks`` durable, together; on failure
+        neither is stored and the items stay queued."""
+        ...
+
+    async def load_marks(self) -> dict[tuple[str, str], bytes]:
+        """The marks of the last commit, per ``(community, gateway)``."""
         ...
 
     async def flush(self) -> None:

@@ -1,13 +1,18 @@
 """The InfluxDB writer: line protocol through a disk spool, so an outage never blocks ingest.
 
 Theory of operation. ``write`` encodes an envelope's items as line protocol
-(:mod:`server.telemetry.lineproto`) into a memory batch and returns. A batcher task closes a
-batch at :data:`BATCH_LINES` lines (InfluxDB's guidance is about 5,000 per request) or
-:data:`BATCH_AGE_S`, gzips it and appends it to the **spool**, a SQLite file (WAL). A sender
-task posts the spool's oldest chunk, and deletes it only when InfluxDB answered 2xx, so
-chunks land in the order they were written, exactly once unless a crash falls between
-InfluxDB's answer and the delete (then the chunk is written again: same points, same
-timestamps, and InfluxDB keeps one copy, as a point is identified by series and time).
+(:mod:`server.telemetry.lineproto`) into memory and returns. :meth:`InfluxWriter.commit`
+gzips what is in memory into chunks of at most :data:`BATCH_LINES` lines and appends them to
+the **spool**, a SQLite file (WAL), in one transaction with the marks ingest gives it (each
+gateway's sequence window): after a crash the spool holds exactly the messages whose marks it
+holds, which are the messages ingest acknowledged. Lines nobody committed are dropped at
+close (their messages were not acknowledged; the broker delivers them again). A sender task
+posts the spool's oldest chunks, several together up to :data:`BATCH_LINES` lines (InfluxDB's
+guidance is about 5,000 per request; gzip members concatenate), and deletes them only when
+InfluxDB answered 2xx, so chunks land in the order they were written, exactly once unless a
+crash falls between InfluxDB's answer and the delete (then they are written again: same
+points, same timestamps, and InfluxDB keeps one copy, as a point is identified by series and
+time).
 
 Errors: a timeout, a connection failure or a 5xx is retried with capped, jittered
 exponential backoff; the chunk stays first. A 400 ``partial write`` means InfluxDB stored the
@@ -31,7 +36,7 @@ import gzip
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -48,7 +53,8 @@ __all__ = ["InfluxTarget", "InfluxWriter", "open_influx_writer"]
 log = logging.getLogger(__name__)
 
 BATCH_LINES: Final = 5_000
-BATCH_AGE_S: Final = 1.0
+#: Chunks read for one request at most (they are merged up to BATCH_LINES lines).
+MERGE_CHUNKS: Final = 256
 REQUEST_TIMEOUT_S: Final = 30.0
 BACKOFF_FIRST_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
@@ -103,7 +109,7 @@ class InfluxWriter:
         self._spool_max = spool_max_bytes
         self._backoff = backoff
         self._lines: list[str] = []
-        self._batch_ready = asyncio.Event()
+        #: Held by every use of the spool connection that spans awaits (see _send_loop).
         self._spool_lock = asyncio.Lock()
         self._chunk_ready = asyncio.Event()
         self._sent = asyncio.Condition()
@@ -123,7 +129,8 @@ class InfluxWriter:
         self._database_checked = False
         #: Bytes in the spool, kept here so the bound costs no query per batch.
         self.spool_bytes = 0
-        self._inflight_id = 0
+        #: The chunk ids of the request under way (never dropped by the bound).
+        self._inflight = (0, -1)
         self._fresh: dict[int, bytes] = {}
         self._fresh_bytes = 0
         #: ``(community, dev) -> building`` for the building tag; set once the registry is.
@@ -132,36 +139,82 @@ class InfluxWriter:
     # --- the TelemetryWriter interface ------------------------------------------------
 
     async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
-        """Queue an envelope's items; returns at once (the spool absorbs outages)."""
+        """Queue an envelope's items until the next :meth:`commit`."""
         lines = encode_items(community, gateway, items, self.building_of)
         self._lines.extend(lines)
         self.counts["lines_queued"] += len(lines)
-        if len(self._lines) >= BATCH_LINES:
-            self._batch_ready.set()
-            # Let the batcher and sender run before taking more: during a burst the POST
-            # of one batch then overlaps the encoding of the next (InfluxDB works on
-            # another core), instead of all encoding happening first.
-            await asyncio.sleep(0)
 
     async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
         """Queue a gateway status change (see :func:`~.lineproto.encode_status`)."""
         self._lines.append(encode_status(community, gateway, status, t))
         self.counts["lines_queued"] += 1
 
+    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
+        """Spool every line queued so far and ``marks`` in one transaction; return once it is
+        committed (InfluxDB gets the lines later, from the spool). On failure nothing is
+        spooled and the lines stay queued."""
+        async with self._spool_lock:
+            if not (self._lines or marks):
+                return
+            lines, self._lines = self._lines, []
+            bodies = [
+                (len(part), gzip.compress(("\n".join(part) + "\n").encode(), compresslevel=1))
+                for part in (lines[i : i + BATCH_LINES] for i in range(0, len(lines), BATCH_LINES))
+            ]
+            ids: list[int] = []
+            try:
+                for count, body in bodies:
+                    cur = await self._spool.execute(
+                        "INSERT INTO chunks (lines, body) VALUES (?, ?)", (count, body)
+                    )
+                    assert cur.lastrowid is not None
+                    ids.append(cur.lastrowid)
+                await self._spool.executemany(
+                    "INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
+                    [(c, g, mark) for (c, g), mark in marks.items()],
+                )
+                await self._spool.commit()
+            except BaseException:
+                self._lines[:0] = lines
+                await asyncio.shield(self._spool.rollback())
+                raise
+            for chunk_id, (_count, body) in zip(ids, bodies, strict=True):
+                self.spool_bytes += len(body)
+                # The sender takes fresh chunks from memory, sparing a read of what was
+                # just written.
+                if self._fresh_bytes + len(body) <= FRESH_MAX_BYTES:
+                    self._fresh[chunk_id] = body
+                    self._fresh_bytes += len(body)
+            if ids:
+                self._last_id_spooled = ids[-1]
+                await self._enforce_bound()
+                self._chunk_ready.set()
+
+    async def load_marks(self) -> dict[tuple[str, str], bytes]:
+        """The marks of the last commit, per gateway."""
+        async with self._spool.execute("SELECT community, gateway, mark FROM marks") as cur:
+            return {(c, g): bytes(mark) async for c, g, mark in cur}
+
     async def flush(self) -> None:
         """Spool what is queued and wait until InfluxDB has it (blocks during an outage)."""
-        await self._spool_pending()
+        await self.commit({})
         target = self._last_id_spooled
         async with self._sent:
             await self._sent.wait_for(lambda: self._last_id_sent >= target)
+
+    @property
+    def buffered(self) -> int:
+        """Lines waiting for the next commit."""
+        return len(self._lines)
 
     # --- stats ------------------------------------------------------------------------
 
     async def stats(self) -> dict[str, Any]:
         """Health figures: spool size and progress, counters, the last error."""
-        async with self._spool.execute(
-            "SELECT count(*), coalesce(sum(lines), 0) FROM chunks"
-        ) as cur:
+        async with (
+            self._spool_lock,
+            self._spool.execute("SELECT count(*), coalesce(sum(lines), 0) FROM chunks") as cur,
+        ):
             row = await cur.fetchone()
         assert row is not None
         return {
@@ -174,36 +227,7 @@ class InfluxWriter:
             "last_error": self.last_error,
         }
 
-    # --- batching into the spool ------------------------------------------------------
-
-    async def _spool_pending(self, max_chunks: int | None = None) -> None:
-        """Move buffered lines to the spool, all of them or at most ``max_chunks`` chunks.
-
-        One spooler at a time: flush() must not return while the batcher still has the
-        last lines in hand (taken from the buffer, not yet in the spool).
-        """
-        async with self._spool_lock:
-            chunks = 0
-            while self._lines and (max_chunks is None or chunks < max_chunks):
-                await self._spool_one()
-                chunks += 1
-
-    async def _spool_one(self) -> None:
-        lines, self._lines = self._lines[:BATCH_LINES], self._lines[BATCH_LINES:]
-        body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1)
-        cur = await self._spool.execute(
-            "INSERT INTO chunks (lines, body) VALUES (?, ?)", (len(lines), body)
-        )
-        assert cur.lastrowid is not None
-        self._last_id_spooled = cur.lastrowid
-        await self._spool.commit()
-        self.spool_bytes += len(body)
-        # The sender takes fresh chunks from memory, sparing a read of what was just written.
-        if self._fresh_bytes + len(body) <= FRESH_MAX_BYTES:
-            self._fresh[cur.lastrowid] = body
-            self._fresh_bytes += len(body)
-        await self._enforce_bound()
-        self._chunk_ready.set()
+    # --- the spool ---------------------------------------------------------------------
 
     async def _delete(self, chunk_id: int) -> bool:
         """Remove one chunk; False if it was already gone (dropped by the bound)."""
@@ -224,13 +248,28 @@ class InfluxWriter:
         self.spool_bytes -= size
         return True
 
+    async def _delete_sent(self, first: int, last: int) -> None:
+        """Remove the chunks of a request InfluxDB took (some may have gone to the bound)."""
+        async with self._spool.execute(
+            "SELECT id, length(body) FROM chunks WHERE id BETWEEN ? AND ?", (first, last)
+        ) as cur:
+            sizes = list(await cur.fetchall())
+        await self._spool.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ?", (first, last))
+        await self._spool.commit()
+        for chunk_id, size in sizes:
+            self.spool_bytes -= size
+            fresh = self._fresh.pop(chunk_id, None)
+            if fresh is not None:
+                self._fresh_bytes -= len(fresh)
+
     async def _enforce_bound(self) -> None:
         """Drop the oldest chunks while the spool is over its budget; never the one being
         sent (it may already be in InfluxDB) nor the one just written."""
         while self.spool_bytes > self._spool_max:
             async with self._spool.execute(
-                "SELECT id, lines FROM chunks WHERE id NOT IN (?, ?) ORDER BY id LIMIT 1",
-                (self._inflight_id, self._last_id_spooled),
+                "SELECT id, lines FROM chunks WHERE id NOT BETWEEN ? AND ? AND id != ? "
+                "ORDER BY id LIMIT 1",
+                (*self._inflight, self._last_id_spooled),
             ) as cur:
                 oldest = await cur.fetchone()
             if oldest is None:
@@ -239,42 +278,52 @@ class InfluxWriter:
                 self.counts["spool_dropped_lines"] += oldest[1]
                 log.error("InfluxDB spool full: dropped %d oldest lines", oldest[1])
 
-    async def _batch_loop(self) -> None:
-        while True:
-            if len(self._lines) < BATCH_LINES:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_ready.wait(), BATCH_AGE_S)
-                self._batch_ready.clear()
-            # One chunk per turn, so that the sender's spool reads and deletes are not
-            # queued behind a long run of inserts during a burst.
-            await self._spool_pending(max_chunks=1)
-            await asyncio.sleep(0)
-
     # --- sending ----------------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        delay = BACKOFF_FIRST_S
-        while True:
-            # Cleared before looking, so a chunk spooled after the look still wakes us.
-            self._chunk_ready.clear()
-            async with self._spool.execute(
-                "SELECT id, lines FROM chunks ORDER BY id LIMIT 1"
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                await self._chunk_ready.wait()
-                continue
-            chunk_id, lines = row
+    async def _next_request(self) -> tuple[int, int, int, bytes] | None:
+        """The oldest chunks, merged up to :data:`BATCH_LINES` lines (at least one chunk):
+        first id, last id, lines, body; None when the spool is empty."""
+        async with self._spool.execute(
+            "SELECT id, lines FROM chunks ORDER BY id LIMIT ?", (MERGE_CHUNKS,)
+        ) as cur:
+            rows = list(await cur.fetchall())
+        taken: list[tuple[int, int]] = []
+        total = 0
+        for chunk_id, lines in rows:
+            if taken and total + lines > BATCH_LINES:
+                break
+            taken.append((chunk_id, lines))
+            total += lines
+        if not taken:
+            return None
+        bodies: list[bytes] = []
+        for chunk_id, _lines in taken:
             body = self._fresh.get(chunk_id)
             if body is None:  # from an earlier run, or spooled while memory was full
                 async with self._spool.execute(
                     "SELECT body FROM chunks WHERE id = ?", (chunk_id,)
                 ) as cur:
                     found = await cur.fetchone()
-                if found is None:  # dropped by the bound meanwhile
-                    continue
+                if found is None:  # dropped by the bound meanwhile: look again
+                    return await self._next_request()
                 body = found[0]
-            self._inflight_id = chunk_id
+            bodies.append(body)
+        return taken[0][0], taken[-1][0], total, b"".join(bodies)
+
+    async def _send_loop(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            # Cleared before looking, so a chunk spooled after the look still wakes us.
+            self._chunk_ready.clear()
+            # Spool reads and deletes wait for a commit under way: on one connection they
+            # would see its rows before it committed, or commit them half done.
+            async with self._spool_lock:
+                request = await self._next_request()
+            if request is None:
+                await self._chunk_ready.wait()
+                continue
+            first, last, lines, body = request
+            self._inflight = (first, last)
             try:
                 await self._post(body)
             except _RejectedError as exc:
@@ -301,10 +350,11 @@ class InfluxWriter:
                 self.counts["lines_written"] += lines
                 self.last_error = None
             delay = BACKOFF_FIRST_S
-            await self._delete(chunk_id)
-            self._inflight_id = 0
+            async with self._spool_lock:
+                await self._delete_sent(first, last)
+            self._inflight = (0, -1)
             async with self._sent:
-                self._last_id_sent = chunk_id
+                self._last_id_sent = last
                 self._sent.notify_all()
 
     async def detect_version(self) -> Version:
@@ -429,15 +479,16 @@ async def open_influx_writer(
             "CREATE TABLE IF NOT EXISTS chunks "
             "(id INTEGER PRIMARY KEY AUTOINCREMENT, lines INTEGER NOT NULL, body BLOB NOT NULL)"
         )
+        await spool.execute(
+            "CREATE TABLE IF NOT EXISTS marks (community TEXT NOT NULL, gateway TEXT NOT NULL, "
+            "mark BLOB NOT NULL, PRIMARY KEY (community, gateway))"
+        )
         await spool.commit()
         writer = InfluxWriter(target, spool, http, spool_max_bytes=spool_max_bytes, backoff=backoff)
         async with spool.execute("SELECT coalesce(sum(length(body)), 0) FROM chunks") as cur:
             row = await cur.fetchone()
         writer.spool_bytes = row[0] if row else 0
-        tasks = [
-            asyncio.create_task(writer._batch_loop(), name="influx-batcher"),
-            asyncio.create_task(writer._send_loop(), name="influx-sender"),
-        ]
+        tasks = [asyncio.create_task(writer._send_loop(), name="influx-sender")]
         started = time.monotonic()
         try:
             yield writer
@@ -445,7 +496,9 @@ async def open_influx_writer(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await writer._spool_pending()
+            if writer.buffered:
+                log.info("%d lines not committed: their messages were not acknowledged "
+                         "and come again", writer.buffered)  # fmt: skip
             await writer.aclose()
             stats = await writer.stats()
             log.info(

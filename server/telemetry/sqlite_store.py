@@ -1,9 +1,11 @@
 """The embedded telemetry store: one SQLite file, for the demo and single small sites.
 
-Writes are buffered and stored by one background task in transactions of up to
-:data:`MAX_ROWS_PER_TRANSACTION` rows, so ingest never waits on a disk write unless the buffer
-(:data:`MAX_BUFFERED_ROWS`) is full. Readings keep their fields as JSON, events their data;
-times are device times in epoch ms.
+Writes are buffered in memory and stored by :meth:`SqliteTelemetryStore.commit`, in one
+transaction with the marks ingest gives it (each gateway's sequence window), so that after a
+crash the store holds exactly the messages whose marks it holds: what ingest acknowledged.
+Rows nobody committed are dropped at close (their messages were not acknowledged, and the
+broker delivers them again). Readings keep their fields as JSON, events their data; times
+are device times in epoch ms.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -26,9 +28,6 @@ __all__ = ["SqliteTelemetryStore", "open_sqlite_store"]
 
 log = logging.getLogger(__name__)
 
-MAX_BUFFERED_ROWS: Final = 100_000
-MAX_ROWS_PER_TRANSACTION: Final = 5_000
-FLUSH_INTERVAL_S: Final = 0.25
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -42,6 +41,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_dev_t ON events (community, dev, t);
 CREATE INDEX IF NOT EXISTS events_kind_t ON events (community, kind, event, t);
 CREATE INDEX IF NOT EXISTS readings_kind_t ON readings (community, kind, t);
+CREATE TABLE IF NOT EXISTS marks (
+    community TEXT NOT NULL, gateway TEXT NOT NULL, mark BLOB NOT NULL,
+    PRIMARY KEY (community, gateway));
 """
 
 _encode = msgspec.json.Encoder().encode
@@ -54,21 +56,15 @@ class SqliteTelemetryStore:
         self._db = db
         self._readings: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
-        self._wake = asyncio.Event()
-        self._room = asyncio.Condition()
-        self._written = asyncio.Condition()
-        self._queued_total = 0
-        self._stored_total = 0
+        self._lock = asyncio.Lock()
 
     @property
     def buffered(self) -> int:
-        """Rows waiting to be stored."""
+        """Rows waiting for the next commit."""
         return len(self._readings) + len(self._events)
 
     async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
-        """Queue the items of one envelope; wait only while the buffer is full."""
-        async with self._room:
-            await self._room.wait_for(lambda: self.buffered < MAX_BUFFERED_ROWS)
+        """Queue the items of one envelope until the next :meth:`commit`."""
         for item in items:
             if isinstance(item, Reading):
                 self._readings.append(
@@ -87,8 +83,6 @@ class SqliteTelemetryStore:
                         _encode(item.data),
                     )
                 )
-        self._queued_total += len(items)
-        self._wake.set()
 
     async def write_status(self, community: str, gateway: str, status: str, t: int) -> None:
         """Record a gateway's status change as its ``gateway_offline`` start or end."""
@@ -96,41 +90,36 @@ class SqliteTelemetryStore:
         self._events.append(
             (t, community, gateway, gateway, GATEWAY_KIND, GATEWAY_OFFLINE, state, "{}")
         )
-        self._queued_total += 1
-        self._wake.set()
+
+    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
+        """Store every row queued so far and ``marks`` in one transaction; return once it is
+        committed. On failure nothing is stored and the rows stay queued."""
+        async with self._lock:
+            if not (self._readings or self._events or marks):
+                return
+            readings, self._readings = self._readings, []
+            events, self._events = self._events, []
+            try:
+                await self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?)", readings)
+                await self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", events)
+                await self._db.executemany(
+                    "INSERT OR REPLACE INTO marks VALUES (?,?,?)",
+                    [(c, g, mark) for (c, g), mark in marks.items()],
+                )
+                await self._db.commit()
+            except BaseException:
+                self._readings[:0], self._events[:0] = readings, events
+                await asyncio.shield(self._db.rollback())
+                raise
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        target = self._queued_total
-        self._wake.set()
-        async with self._written:
-            await self._written.wait_for(lambda: self._stored_total >= target)
+        """Store everything queued so far (no marks)."""
+        await self.commit({})
 
-    async def run(self) -> None:
-        """Store buffered rows until cancelled; on cancel, store what is left first."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                await self._store_buffered()
-                await asyncio.sleep(FLUSH_INTERVAL_S)
-        finally:
-            await self._store_buffered()
-
-    async def _store_buffered(self) -> None:
-        while self._readings or self._events:
-            readings = self._readings[:MAX_ROWS_PER_TRANSACTION]
-            events = self._events[: MAX_ROWS_PER_TRANSACTION - len(readings)]
-            await self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?)", readings)
-            await self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", events)
-            await self._db.commit()
-            del self._readings[: len(readings)]
-            del self._events[: len(events)]
-            self._stored_total += len(readings) + len(events)
-            async with self._room:
-                self._room.notify_all()
-            async with self._written:
-                self._written.notify_all()
+    async def load_marks(self) -> dict[tuple[str, str], bytes]:
+        """The marks of the last commit, per gateway."""
+        async with self._db.execute("SELECT community, gateway, mark FROM marks") as cur:
+            return {(c, g): bytes(mark) async for c, g, mark in cur}
 
     async def counts(self, community: str | None = None) -> dict[str, dict[str, int]]:
         """Stored readings and events per device (``community/dev``), for checks and the API."""
@@ -291,12 +280,9 @@ async def open_sqlite_store(path: Path) -> AsyncIterator[SqliteTelemetryStore]:
         await db.executescript(_SCHEMA)
         await db.commit()
         store = SqliteTelemetryStore(db)
-        # A plain task, not a TaskGroup around the yield: errors of the caller's block must
-        # reach the caller as they are, not wrapped in an ExceptionGroup.
-        task = asyncio.create_task(store.run(), name="telemetry-sqlite-writer")
         try:
             yield store
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if store.buffered:
+                log.info("%d telemetry rows not committed: their messages were not "
+                         "acknowledged and come again", store.buffered)  # fmt: skip

@@ -152,6 +152,7 @@ async def test_outage_of_60_s_under_load_loses_nothing(
             ]
             written.extend(batch)
             await writer.write(COMMUNITY, "gw-1", batch)
+            await writer.commit({})  # as ingest does after each batch of messages
             n += 1
             await asyncio.sleep(0.02)
 
@@ -259,6 +260,7 @@ async def test_v2_write_api_with_token(tmp_path: Path) -> None:
             # A wrong token: the error names the cause, the data stays in the spool.
             recorder.fail = 401
             await w.write(COMMUNITY, "gw-1", elevator_readings(2, start=T0 + 10_000))
+            await w.commit({})
             for _ in range(100):
                 await asyncio.sleep(0.05)
                 if w.last_error:

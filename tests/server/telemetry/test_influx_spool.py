@@ -26,10 +26,9 @@ async def test_spool_is_bounded_and_drops_the_oldest(tmp_path: Path) -> None:
                 for i in range(BATCH_LINES)
             ]
             await w.write("c-1", "gw-1", items)
-            for _ in range(100):  # the batcher spools a full batch at once
-                await asyncio.sleep(0.01)
-                if (await w.stats())["memory_lines"] == 0:
-                    break
+            await w.commit({("c-1", "gw-1"): b"mark %d" % batch})
+            assert (await w.stats())["memory_lines"] == 0
+            await asyncio.sleep(0.02)  # the sender tries and fails
         stats = await w.stats()
         assert stats["retries"] > 0
         assert stats["last_error"]
@@ -47,3 +46,6 @@ async def test_spool_is_bounded_and_drops_the_oldest(tmp_path: Path) -> None:
     assert newest is not None
     assert row[1] == kept_bytes  # the counter and the file agree
     assert newest[0] == 6  # the newest batch is kept
+    # The marks of the last commit were spooled with it (and survive the bound).
+    async with open_influx_writer(target, spool, spool_max_bytes=40_000, backoff=False) as w:
+        assert await w.load_marks() == {("c-1", "gw-1"): b"mark 5"}
