@@ -1,7 +1,7 @@
 """The aiohttp application: resources opened in ``cleanup_ctx``, shared through typed AppKeys.
 
 Opening order (closing is the reverse): database ▸ telemetry store ▸ live state and ingest ▸
-MQTT subscriber and sequence saver ▸ the gateway-management link, alert timers and
+MQTT subscriber ▸ the gateway-management link, alert timers and
 notifier. Every background task is named and owned by the context that started it, and is
 cancelled and awaited when the app shuts down.
 """
@@ -26,7 +26,7 @@ from server.alerting.notifier import Notifier, NotifyPolicy, SmtpTarget
 from server.alerting.service import AlertService
 from server.gateways.api import add_gateway_admin_routes
 from server.gateways.link import GatewayLink
-from server.ingest.mqtt import load_seq_states, run_mqtt_ingest, run_seq_saver
+from server.ingest.mqtt import load_seq_states, run_mqtt_ingest
 from server.ingest.pipeline import Ingest
 from server.keys import (
     ALERTS,
@@ -114,7 +114,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         load_registry=load,
         live=live,
         writer=app[TELEMETRY_WRITER],
-        seq=await load_seq_states(db),
+        seq=await load_seq_states(app[TELEMETRY_WRITER], db),
         alerts=alerts,
     )
     app[LIVE] = live
@@ -130,7 +130,6 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MQTT_CONNECTED] = connected = asyncio.Event()
     async with _background(
         ("mqtt-ingest", run_mqtt_ingest(app[SETTINGS], ingest, connected=connected)),
-        ("seq-saver", run_seq_saver(db, ingest)),
     ):
         yield
 
@@ -159,7 +158,7 @@ async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
     alerts.on_outbox = notifier.wake.set
     async with _background(
         ("gateway-link", link.run()),
-        ("alert-timers", alerts.run_timers()),
+        ("alert-timers", alerts.run_timers(ready=app.get(MQTT_CONNECTED))),
         ("notifier", notifier.run()),
     ):
         yield

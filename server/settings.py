@@ -7,7 +7,8 @@ setting (TOML key)           environment variable            default
 ===========================  ==============================  ==============================
 ``mqtt_url``                 ``LINLI_MQTT_URL``              ``mqtt://127.0.0.1:1883``
 ``mqtt_prefix``              ``LINLI_MQTT_PREFIX``           ``linli/v1``
-``mqtt_shared_group``        ``LINLI_MQTT_SHARED_GROUP``     ``linli`` (empty: no $share)
+``mqtt_shared_group``        ``LINLI_MQTT_SHARED_GROUP``     empty (plain subscription)
+``ingest_worker``            ``LINLI_INGEST_WORKER``         ``1/1`` (worker k of n)
 ``database_url``             ``LINLI_DATABASE_URL``          ``sqlite+aiosqlite:///var/linli.db``
 ``telemetry_path``           ``LINLI_TELEMETRY_PATH``        ``var/telemetry.db``
 ``influx_url``               ``LINLI_INFLUX_URL``            (none: embedded store only)
@@ -35,7 +36,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -53,7 +54,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_prefix: str = DEFAULT_TOPIC_PREFIX
-    mqtt_shared_group: str = "linli"
+    mqtt_shared_group: str = ""
+    ingest_worker: str = "1/1"
     database_url: str = "sqlite+aiosqlite:///var/linli.db"
     telemetry_path: str = "var/telemetry.db"
     influx_url: str | None = None
@@ -88,6 +90,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _ENV_PREFIX = "LINLI_"
+#: The most ingest workers one deployment splits communities between.
+MAX_WORKERS: Final = 64
 
 
 def load_settings(
@@ -152,9 +156,23 @@ def load_settings(
     for key in ("notify_backoff_max_s", "notify_timeout_s"):
         if not getattr(settings, key) > 0:
             raise ConfigError.one(source, None, key, "must be > 0")
+    try:
+        worker_share(settings)
+    except ValueError as exc:
+        raise ConfigError.one(source, None, "ingest_worker", str(exc)) from None
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings
+
+
+def worker_share(settings: Settings) -> tuple[int, int]:
+    """``ingest_worker`` as (k, n), worker k of n counted from 1; ValueError if malformed."""
+    k, sep, n = settings.ingest_worker.partition("/")
+    if not (sep and k.isascii() and k.isdigit() and n.isascii() and n.isdigit()):
+        raise ValueError(f"{settings.ingest_worker!r} must be k/n, e.g. 1/3 (worker 1 of 3)")
+    if not 1 <= int(k) <= int(n) <= MAX_WORKERS:
+        raise ValueError(f"{settings.ingest_worker!r}: need 1 <= k <= n <= {MAX_WORKERS}")
+    return int(k), int(n)
 
 
 def influx_target(settings: Settings) -> InfluxTarget:

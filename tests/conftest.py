@@ -99,9 +99,10 @@ def persistent_mosquitto(tmp_path: Path) -> Iterator[Broker]:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A fresh mosquitto for one test."""
+    """A fresh mosquitto for one test, persistent as docs/deploy/mosquitto.conf is: a broker
+    restart loses nothing (issue 12)."""
     port = free_port()
-    broker = Broker(port, _start_mosquitto(tmp_path, port), tmp_path)
+    broker = Broker(port, _start_mosquitto(tmp_path, port, persist=True), tmp_path, persist=True)
     yield broker
     # A test may have restarted it: end whichever process is the broker now.
     broker.proc.terminate()

@@ -1,30 +1,40 @@
-"""The broker side of ingest: subscribe, feed :class:`server.ingest.pipeline.Ingest`, reconnect.
+"""The broker side of ingest: subscribe, feed :class:`server.ingest.pipeline.Ingest`, and
+acknowledge each message only once what it carried is durable.
 
-Workers subscribe to ``up`` with a shared subscription (``$share/<group>/...``) so several
-server processes split the load on the broker's own clustering (DESIGN.md, "MQTT"). Status
-messages are subscribed plainly: every worker keeps every gateway's status.
+Messages come in batches (what arrived while the last batch was handled, at most
+:data:`server.ingest.session.MAX_HELD`); each batch is handled, then committed in one step
+with the sequence windows it changed (:meth:`Ingest.commit`), then acknowledged (PUBACK). A
+crash at any instant leaves each message either committed with its window, so that the
+broker's redelivery is dropped as a duplicate, or unacknowledged, so that the broker
+delivers it again (docs/operations.md, "Acknowledged means durable").
+
+The server subscribes to ``up`` plainly, with a persistent session, which mosquitto restores
+after its own restart. Several workers split the communities (``ingest_worker = "k/n"``): each
+receives every message and ingests only its own communities' (docs/operations.md, "Server
+workers"). ``mqtt_shared_group`` subscribes through ``$share/<group>/...`` instead, for brokers
+that restore shared subscriptions. Every worker keeps every gateway's status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+import zlib
+from collections.abc import Callable
 
 from sqlalchemy import select
 
 from server.ingest.pipeline import Ingest
 from server.ingest.seqtrack import SeqState
-from server.ingest.session import run_session
-from server.settings import Settings
+from server.ingest.session import run_acked_session
+from server.settings import Settings, worker_share
 from server.store import models
 from server.store.db import Database
+from server.telemetry import TelemetryWriter
 
-__all__ = ["load_seq_states", "run_mqtt_ingest", "save_seq_states"]
+__all__ = ["load_seq_states", "run_mqtt_ingest"]
 
 log = logging.getLogger(__name__)
-
-SEQ_SAVE_INTERVAL_S: Final = 2.0
 
 
 async def run_mqtt_ingest(settings: Settings, ingest: Ingest, *, connected: asyncio.Event) -> None:
@@ -33,55 +43,54 @@ async def run_mqtt_ingest(settings: Settings, ingest: Ingest, *, connected: asyn
     up = f"{prefix}/+/+/up"
     if settings.mqtt_shared_group:
         up = f"$share/{settings.mqtt_shared_group}/{up}"
+    mine = community_filter(settings)
 
     async def handle(topic: str, payload: bytes) -> None:
-        await ingest.handle(topic, payload)
+        if mine(topic):
+            await ingest.handle(topic, payload)
+        # else another worker's community: acknowledged with the batch, unread
 
-    await run_session(
+    await run_acked_session(
         settings,
         role="server",  # the client id of earlier versions: the broker keeps its session
         subscriptions=[up, f"{prefix}/+/+/status"],
         handle=handle,
+        commit=ingest.commit,
         connected=connected,
     )
 
 
-async def load_seq_states(db: Database) -> dict[tuple[str, str], SeqState]:
-    """The saved sequence high marks, so duplicates stay dropped across restarts."""
+def community_filter(settings: Settings) -> Callable[[str], bool]:
+    """Whether a message is this worker's to ingest (``ingest_worker`` k of n): status
+    messages always, ``up`` messages of the communities whose CRC-32 modulo n is k - 1."""
+    k, n = worker_share(settings)
+    if n == 1:
+        return lambda _topic: True
+    start = len(settings.mqtt_prefix) + 1
+
+    def mine(topic: str) -> bool:
+        if not topic.endswith("/up"):
+            return True
+        community = topic[start:].partition("/")[0]
+        return zlib.crc32(community.encode()) % n == k - 1
+
+    return mine
+
+
+async def load_seq_states(writer: TelemetryWriter, db: Database) -> dict[tuple[str, str], SeqState]:
+    """Each gateway's sequence window as the telemetry store last committed it.
+
+    A gateway the store has no mark for falls back to the high mark an older server saved in
+    SQL (``gateway_seq``, no longer written), so an upgrade does not take old envelopes for
+    new ones.
+    """
+    states: dict[tuple[str, str], SeqState] = {}
     async with db.session() as session:
-        rows = (await session.scalars(select(models.GatewaySeq))).all()
-    return {
-        (r.community_id, r.gateway_id): SeqState.restored(r.high, r.gaps, r.duplicates)
-        for r in rows
-    }
-
-
-async def save_seq_states(db: Database, ingest: Ingest) -> None:
-    """Write the windows that changed since the last save."""
-    dirty, ingest.dirty = ingest.dirty, set()
-    if not dirty:
-        return
-    async with db.session(write=True) as session:
-        for key in dirty:
-            state = ingest.seq[key]
-            if state.high is None:
-                continue
-            await session.merge(
-                models.GatewaySeq(
-                    community_id=key[0],
-                    gateway_id=key[1],
-                    high=state.high,
-                    gaps=state.gaps,
-                    duplicates=state.duplicates,
-                )
-            )
-
-
-async def run_seq_saver(db: Database, ingest: Ingest) -> None:
-    """Save sequence windows every few seconds until cancelled, and once more on the way out."""
-    try:
-        while True:
-            await asyncio.sleep(SEQ_SAVE_INTERVAL_S)
-            await save_seq_states(db, ingest)
-    finally:
-        await save_seq_states(db, ingest)
+        for r in (await session.scalars(select(models.GatewaySeq))).all():
+            states[r.community_id, r.gateway_id] = SeqState.restored(r.high, r.gaps, r.duplicates)
+    for key, raw in (await writer.load_marks()).items():
+        try:
+            states[key] = SeqState.from_bytes(raw)
+        except ValueError as exc:
+            log.error("sequence mark of %s/%s unreadable, ignored: %s", *key, exc)  # noqa: TRY400
+    return states

@@ -106,7 +106,7 @@ RegistryLoader = Callable[[], Awaitable[RegistryIndex]]
 
 
 class AlertSink(Protocol):
-    """Where accepted items and statuses go for alerting (server.alerting.AlertService)."""
+    """Where accepted items and statuses go for alerting (server.alerting.service.AlertService)."""
 
     async def on_items(self, community: str, items: Sequence[Item]) -> None: ...
 
@@ -148,6 +148,18 @@ class Ingest:
     def registry(self) -> RegistryIndex:
         """The registry index ingest currently checks against."""
         return self._registry
+
+    async def commit(self) -> None:
+        """Make everything handled so far durable, with the sequence windows it changed, in
+        one step (:meth:`TelemetryWriter.commit`); after it, what was handled may be
+        acknowledged to the broker."""
+        dirty, self.dirty = self.dirty, set()
+        marks = {key: self.seq[key].to_bytes() for key in dirty}
+        try:
+            await self._writer.commit(marks)
+        except BaseException:
+            self.dirty |= dirty
+            raise
 
     @property
     def gaps(self) -> int:

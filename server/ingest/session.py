@@ -12,15 +12,27 @@ import asyncio
 import logging
 import random
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from collectors.mqtturl import parse_mqtt_url
 from server.settings import Settings
 
-__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "run_session"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_MIN_S",
+    "MAX_HELD",
+    "Delivery",
+    "run_acked_session",
+    "run_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +87,146 @@ async def run_session(
         finally:
             on_client(None)
             connected.clear()
+
+
+# --- acknowledged-means-durable -----------------------------------------------------------
+
+#: Messages held by the server at once (received, not yet acknowledged): the memory bound.
+MAX_HELD: Final = 64
+#: paho's reconnect delay doubles from the first to the last (whole seconds, paho's unit).
+RECONNECT_MIN_S: Final = 1
+RECONNECT_MAX_S: Final = 5
+_STOP_POLL_S: Final = 0.5
+KEEPALIVE_S: Final = 60
+COMMIT_RETRY_MIN_S: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message the broker delivered, not yet acknowledged."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    #: The connection it arrived on: a PUBACK is only ever sent on that connection.
+    connection: int
+
+
+Commit = Callable[[], Awaitable[None]]
+
+
+async def run_acked_session(
+    settings: Settings,
+    *,
+    role: str,
+    subscriptions: Sequence[str],
+    handle: Handler,
+    commit: Commit,
+    connected: asyncio.Event,
+    max_held: int = MAX_HELD,
+) -> None:
+    """Stay subscribed to ``subscriptions`` (QoS 1), pass each message to ``handle``, and
+    acknowledge it only once ``commit`` returned after it, until cancelled.
+
+    Messages are taken in batches (whatever arrived while the last batch was handled):
+    ``handle`` for each, then one ``commit``, which must make everything handled so far
+    durable. A failing commit is retried with backoff and nothing is acknowledged meanwhile
+    (a full disk stalls ingest; it loses nothing). At most ``max_held`` messages are
+    held at once: past that the network thread stops reading, TCP pushes back, and the
+    broker keeps the backlog. Acknowledgements go out in the order messages arrived (MQTT
+    3.1.1, 4.6) and only on the connection a message came on: after a reconnect the broker
+    re-sends what was not acknowledged, under packet ids a new session may have reused.
+
+    paho-mqtt runs on its own network thread (``loop_start``) with ``manual_ack``: aiomqtt
+    acknowledges every message on receipt and has no switch for it, and paho's own loop
+    gives reconnects and keepalive while the event loop is busy with a batch.
+    """
+    loop = asyncio.get_running_loop()
+    addr = parse_mqtt_url(settings.mqtt_url)
+    identifier = f"linli-{role}-{socket.gethostname()}-{settings.http_port}"
+    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+    room = threading.Semaphore(max_held)
+    stopping = threading.Event()
+    lock = threading.Lock()
+    connection = 0
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=identifier,
+        clean_session=False,
+        manual_ack=True,
+    )
+    if addr.username is not None:
+        client.username_pw_set(addr.username, addr.password)
+    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+
+    def on_connect(c: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("%s: the broker refused the connection: %s", role, reason)
+            return
+        c.subscribe([(topic, 1) for topic in subscriptions])
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
+        log.info("%s subscribed to %s on %s:%d", role, ", ".join(subscriptions),
+                 addr.host, addr.port)  # fmt: skip
+        loop.call_soon_threadsafe(connected.set)
+
+    def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        nonlocal connection
+        with lock:
+            connection += 1
+        log.warning("%s lost the broker (%s); paho reconnects", role, reason)
+        loop.call_soon_threadsafe(connected.clear)
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        # Runs on paho's thread: wait for room, so that nothing more is read off the socket
+        # while the server holds max_held messages.
+        while not room.acquire(timeout=_STOP_POLL_S):
+            if stopping.is_set():
+                return  # not acknowledged: the broker delivers it again
+        with lock:
+            held = Delivery(
+                message.topic, bytes(message.payload), message.mid, message.qos, connection
+            )
+        loop.call_soon_threadsafe(inbox.put_nowait, held)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    client.connect_async(addr.host, addr.port, keepalive=KEEPALIVE_S)
+    client.loop_start()
+    try:
+        while True:
+            batch = [await inbox.get()]
+            while not inbox.empty():
+                batch.append(inbox.get_nowait())
+            for held in batch:
+                await handle(held.topic, held.payload)
+            await _commit_until_done(commit, role)
+            with lock:
+                for held in batch:
+                    if held.connection == connection and held.qos > 0:
+                        client.ack(held.mid, held.qos)
+            for _ in batch:
+                room.release()
+    finally:
+        stopping.set()
+        connected.clear()
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+
+
+async def _commit_until_done(commit: Commit, role: str) -> None:
+    delay = COMMIT_RETRY_MIN_S
+    while True:
+        try:
+            await commit()
+        except Exception:
+            log.exception("%s: could not make the last messages durable; retrying in %.1f s "
+                          "(nothing is acknowledged meanwhile)", role, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        else:
+            return
