@@ -273,6 +273,15 @@ class RuleEngine:
         so that one that never reports goes offline too."""
         self._devices.setdefault((community, device), _DeviceState(kind, now))
 
+    def forget(self, community: str, device: str) -> None:
+        """Stop timing ``device``'s conditions (a lane occupied, a gate held open) without
+        ending anything: its gateway went offline, so nobody watches it any more and its
+        last reading must not become an alert. Running alerts are not touched."""
+        key = (community, device)
+        self._lanes.pop(key, None)
+        self._held.pop(key, None)
+        self._clear.discard(key)
+
     # --- arrivals ------------------------------------------------------------------------
 
     def observe(self, community: str, item: Item, now: int) -> list[Signal]:

@@ -24,6 +24,7 @@ their timelines, recipients and timers in SQL, and writes the outbox the notifie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -61,9 +62,14 @@ TIMER_POLL_S: Final = 0.2
 #: How often a worker merges what it heard into ``device_seen``, and checks for silence.
 SEEN_SYNC_S: Final = 5.0
 TIMER_BATCH: Final = 50
+#: At start, how long timers wait for ingest to subscribe, then for retained statuses.
+READY_WAIT_S: Final = 30.0
+RETAINED_GRACE_S: Final = 1.0
 #: How often the date rules (maintenance, inspection) are evaluated.
 DATE_CHECK_S: Final = 3600.0
 _DATE_RULES: Final = ("maintenance_overdue", "inspection_due", "inspection_overdue")
+#: Rules timed from a device's reading (a ``cond:`` timer), dropped when its gateway goes offline.
+_TIMED: Final = ("fire_lane_blocked", "gate_held_open")
 
 
 def _now_ms() -> int:
@@ -127,6 +133,8 @@ class AlertService:
         self.opened = 0
         self.timers_fired = 0
         self._seen: dict[tuple[str, str], int] = {}  # heard since the last merge
+        #: Gateways whose last status was offline: their devices' conditions are not timed.
+        self._gateways_offline: set[tuple[str, str]] = set()
 
     # --- input ---------------------------------------------------------------------------
 
@@ -142,12 +150,37 @@ class AlertService:
             await self._apply(signals, conditions, now)
 
     async def on_status(self, community: str, gateway: str, online: bool) -> None:
-        """A gateway's retained status."""
+        """A gateway's retained status. Offline (stopped, or its Last Will): the conditions
+        its devices were being timed for are dropped, here and in ``alert_timers``, so that
+        no alert is raised from the last reading of a device nobody watches any more (an
+        alert already running stays as it is)."""
         now = self.clock()
+        key = (community, gateway)
+        if online:
+            self._gateways_offline.discard(key)
+        elif key not in self._gateways_offline:
+            self._gateways_offline.add(key)
+            await self._unwatch(community, gateway)
         signals = self.engine.gateway_status(community, gateway, online, now)
         conditions = self.engine.take_conditions()
         if signals or conditions:
             await self._apply(signals, conditions, now)
+
+    async def _unwatch(self, community: str, gateway: str) -> None:
+        async with self._lock, self.db.session(write=True) as session:
+            devices = (await session.scalars(select(models.Device.id).where(
+                models.Device.community_id == community,
+                models.Device.gateway_id == gateway))).all()  # fmt: skip
+            keys = [f"cond:{rule}:{community}:{dev}" for dev in devices for rule in _TIMED]
+            gone = await session.execute(
+                delete(models.AlertTimer).where(models.AlertTimer.key.in_(keys))
+            )
+        for dev in devices:
+            self.engine.forget(community, dev)
+        dropped = gone.rowcount  # type: ignore[attr-defined]
+        if dropped:
+            log.info("gateway %s/%s offline: %d pending condition(s) of its devices dropped",
+                     community, gateway, dropped)  # fmt: skip
 
     async def _apply(
         self, signals: Sequence[Signal], conditions: Sequence[Condition], now: int
@@ -555,9 +588,20 @@ class AlertService:
             await self._apply(changes, [], now)
         return len(changes)
 
-    async def run_timers(self, stop: asyncio.Event | None = None) -> None:
+    async def run_timers(
+        self, stop: asyncio.Event | None = None, *, ready: asyncio.Event | None = None
+    ) -> None:
         """Fire due timers until cancelled; every few seconds merge what was heard and check
-        for silence; every hour the date rules."""
+        for silence; every hour the date rules.
+
+        ``ready`` (ingest subscribed) is awaited first, at most :data:`READY_WAIT_S`, and
+        then :data:`RETAINED_GRACE_S` more: the gateways' retained statuses arrive first, so
+        that a timer that fell due while the server was down is not fired for a device
+        whose gateway has since gone offline."""
+        if ready is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), READY_WAIT_S)
+            await asyncio.sleep(RETAINED_GRACE_S)
         dates_at = seen_at = 0.0
         while stop is None or not stop.is_set():
             try:
@@ -607,6 +651,10 @@ class AlertService:
             payload = json.loads(timer.payload)
             kind = timer.key.split(":", 1)[0]
             if kind == "cond":
+                if await self._unwatched(session, payload["community"], payload["device"]):
+                    log.info("%s of %s/%s not raised: its gateway is offline", payload["rule"],
+                             payload["community"], payload["device"])  # fmt: skip
+                    return 0
                 sig = Signal(payload["rule"], payload["community"], payload["device"], now,
                              True, payload["detail"])  # fmt: skip
                 await self._signal(session, sig, now)
@@ -617,6 +665,12 @@ class AlertService:
             self.timers_fired += 1
         self.on_outbox()
         return 1
+
+    async def _unwatched(self, session: AsyncSession, community: str, device: str) -> bool:
+        """Whether ``device``'s gateway is offline (as this worker last heard)."""
+        gateway = await session.scalar(select(models.Device.gateway_id).where(
+            models.Device.community_id == community, models.Device.id == device))  # fmt: skip
+        return (community, gateway) in self._gateways_offline
 
     async def _escalate(self, session: AsyncSession, alert_id: int, i: int, now: int) -> None:
         row = await session.get(models.Alert, alert_id)

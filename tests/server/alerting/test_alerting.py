@@ -250,3 +250,48 @@ async def test_silence_is_judged_from_what_any_worker_heard(db: Database) -> Non
         alerts = (await s.execute(select(models.Alert.device, models.Alert.rule,
                                          models.Alert.state))).all()  # fmt: skip
     assert [tuple(a) for a in alerts] == [("el-2-1", "device_offline", "resolved")]
+
+
+async def test_a_gateway_gone_offline_leaves_its_lanes_unjudged_and_its_alerts_as_they_are(
+    db: Database,
+) -> None:
+    """Issue 12, item 5: no alert from the last reading of a lane nobody watches, neither in
+    the worker that saw the gateway go nor in one started after; a running alert stays."""
+    clock = Clock()
+    svc = service(db, clock, fire_lane_alert_s=60)
+    occupied = {"occupied": True}
+    await svc.on_items(C, [Reading(T, "fl-2", "fire_lane", occupied)])
+    clock.now = T + 61 * S
+    await svc.fire_due()  # fl-2 blocked past its limit: an alert runs
+    await svc.on_items(C, [Reading(clock.now, "fl-1", "fire_lane", occupied)])
+    clock.now = T + 70 * S
+    await svc.on_status(C, "gw-1", online=False)  # stopped cleanly, or its Last Will
+    async with db.session() as s:
+        timers = (await s.scalars(select(models.AlertTimer.key))).all()
+    assert not [k for k in timers if "fl-" in k and k.startswith("cond:")], timers
+    clock.now = T + 10 * MIN
+    await svc.fire_due()
+
+    # A worker started later: the lane's timer was set before the gateway went, while this
+    # worker was down; it hears the retained offline status first (run_timers waits for it).
+    await svc.on_items(C, [Reading(clock.now, "fl-1", "fire_lane", {"occupied": False})])
+    await svc.on_status(C, "gw-1", online=True)
+    await svc.on_items(C, [Reading(clock.now, "fl-1", "fire_lane", occupied)])
+    later = service(db, clock, fire_lane_alert_s=60)
+    await later.on_status(C, "gw-1", online=False)
+    clock.now += 10 * MIN
+    await later.fire_due()
+    async with db.session() as s:
+        alerts = (await s.scalars(select(models.Alert).where(models.Alert.device != "gw-1"))).all()
+    assert [(a.device, a.rule, a.state) for a in alerts] == [("fl-2", "fire_lane_blocked", "open")]
+    assert alerts[0].running_key is not None
+
+    # Back online and still blocked: the lane is timed again from what it now reports.
+    await later.on_status(C, "gw-1", online=True)
+    await later.on_items(C, [Reading(clock.now, "fl-1", "fire_lane", occupied)])
+    clock.now += 61 * S
+    await later.fire_due()
+    async with db.session() as s:
+        lanes = (await s.scalars(select(models.Alert.device).where(
+            models.Alert.rule == "fire_lane_blocked").order_by(models.Alert.id))).all()  # fmt: skip
+    assert lanes == ["fl-2", "fl-1"]
