@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from server.app import create_app
 from server.settings import Settings
@@ -18,6 +19,23 @@ from server.settings import Settings
 __all__ = ["serve", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refuses (a request line over 8 KiB, a bad header)
+    at ERROR with a traceback, after answering it 400. That is a client's mistake, not the
+    server's: one WARNING line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "%s: %s", (record.getMessage(), str(exc).splitlines()[0])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
 
 
 @contextlib.contextmanager

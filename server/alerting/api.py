@@ -34,13 +34,11 @@ from server.alerting.service import alert_json, timeline
 from server.keys import ALERTS, DATABASE, SETTINGS
 from server.store import models
 from server.web.auth import bearer_token, token_digest
-from server.web.http_json import int_param, json_error
+from server.web.http_json import int_param, json_error, path_id
 
 __all__ = ["add_alert_routes"]
 
 _STATES: Final = frozenset(get_args(AlertState))
-#: Roles that see but never act (DOMAIN.md: market supervision is informed).
-_READ_ONLY_ROLES: Final = frozenset({"market_supervision"})
 MAX_T: Final = 4_102_444_800_000
 
 
@@ -114,10 +112,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, dict[str, Any]]:
     """The alert of the path, if the caller may see it; 404 otherwise; and its record."""
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise json_error(web.HTTPNotFound, f"no alert {raw!r}")
-    alert_id = int(raw)
+    alert_id = path_id(request, "alert")
     async with request.app[DATABASE].session() as session:
         row = await session.get(models.Alert, alert_id)
         told = (
@@ -141,7 +136,7 @@ async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, 
         "timeline": [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note,
                       "evidence": s.evidence} for s in steps],
         "recipients": [{"org": r.org_id, "role": r.role, "step": r.step,
-                        "read_only": r.read_only or r.role in _READ_ONLY_ROLES,
+                        "read_only": r.read_only,
                         "standing_in": r.standing_in, "t": r.added_t} for r in told],
         "deliveries": [{"id": d.id, "org": d.org_id, "channel": kind, "status": d.status,
                         "attempts": d.attempts, "created_t": d.created_t,

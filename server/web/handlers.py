@@ -173,18 +173,29 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
+
 @web.middleware
 async def json_api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Under /api, errors aiohttp raises itself (unknown path, wrong method) are JSON too."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.content_type == "application/json":
+        if (
+            exc.status < 400
+            or not request.path.startswith("/api/")
+            or exc.content_type == "application/json"
+        ):
             raise
-        raise type(exc)(  # same status, our body
-            text=json.dumps({"error": f"{exc.reason}: {request.method} {request.path}"}),
-            content_type="application/json",
-        ) from None
+        # Same status and headers (Allow, ...), our body. A new response, not type(exc)(...):
+        # some error classes take required arguments (413 its sizes, 405 its methods).
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        return web.json_response(
+            {"error": f"{exc.reason}: {request.method} {request.path}"},
+            status=exc.status,
+            headers=headers,
+        )
 
 
 def add_routes(app: web.Application) -> None:
