@@ -23,6 +23,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "DISTRICT_ROLES",
+    "READ_ONLY_ROLES",
     "CommunityFacts",
     "ContractTerm",
     "Recipient",
@@ -71,13 +72,20 @@ class CommunityFacts:
     contracts: tuple[ContractTerm, ...] = ()
 
 
+#: Roles that are informed and never act: market supervision supervises special equipment
+#: (DOMAIN.md), it does not acknowledge or clear alerts, whether a ladder names it or not.
+READ_ONLY_ROLES: frozenset[str] = frozenset({"market_supervision"})
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """One organisation told of an alert, and in which role."""
 
     org: str
     role: Role
-    #: Told but may not act (market supervision on special equipment it was not asked for).
+    #: Told but may not act (acknowledge, arrive, resolve): the roles in
+    #: :data:`READ_ONLY_ROLES`. The one place this is decided: the webhook payload, the
+    #: organisation feed and the alert API all read it from the stored recipient.
     read_only: bool = False
     #: Standing in for a company the community does not have.
     standing_in: bool = False
@@ -124,7 +132,7 @@ def recipients(
         else:
             org = district_orgs.get((community.district, role))
             if org is not None:
-                out.append(Recipient(org, role))
+                out.append(Recipient(org, role, read_only=role in READ_ONLY_ROLES))
     if special_equipment and all(r.role != "market_supervision" for r in out):
         org = district_orgs.get((community.district, "market_supervision"))
         if org is not None:

@@ -54,7 +54,8 @@ def test_trapped_goes_to_company_maintenance_unit_and_market_supervision() -> No
                        district_orgs=DISTRICT, special_equipment=True)  # fmt: skip
     assert orgs(found) == [("new-wuye", "company"), ("xinda-dianti", "maintenance_unit"),
                            ("shanting-scjgj", "market_supervision")]  # fmt: skip
-    assert not any(r.read_only for r in found)
+    # Named by the ladder or not, market supervision is informed and never acts.
+    assert [r.read_only for r in found] == [False, False, True]
 
 
 def test_market_supervision_sees_every_special_equipment_alert_read_only() -> None:

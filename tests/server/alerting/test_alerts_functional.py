@@ -51,7 +51,7 @@ from tests.conftest import (
     start_server,
     stop,
 )
-from tests.pipeline import get_json
+from tests.pipeline import get_json, speakers
 
 pytestmark = pytest.mark.functional
 
@@ -211,6 +211,7 @@ def gateway_site(tmp: Path, broker: Broker, modbus_port: str) -> Path:
             {"type": "mqtt", "name": "aibox", "url": broker.url,
              "devices": [{"id": "fl-2", "profile": "aibox-lane", "address": "B"}]},
         ],
+        "outputs": speakers([{"id": "fl-2", "kind": "fire_lane"}], broker),
     }  # fmt: skip
     path = tmp / "site.yaml"
     path.write_text(yaml.safe_dump(site))
@@ -223,6 +224,7 @@ def quiet_site(tmp: Path, broker: Broker) -> Path:
         "version": 1, "gateway": "gw-1", "community": "sishizhong-sushe",
         "state_dir": str(tmp / "gw2-state"), "uplink": {"url": broker.url},
         "collectors": [{"type": "simulator", "devices": [{"id": "fl-1", "kind": "fire_lane"}]}],
+        "outputs": speakers([{"id": "fl-1", "kind": "fire_lane"}], broker),
     }  # fmt: skip
     path = tmp / "site2.yaml"
     path.write_text(yaml.safe_dump(site))
@@ -309,7 +311,10 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         first = receivers["pc-anju"].got[0][1]
         assert first["recipient"] == {"org": "pc-anju", "role": "company", "read_only": False,
                                       "standing_in": False}  # fmt: skip
-        assert set(first["responsible"]) == {"pc-anju", "mu-tengda", "ms-shanting"}
+        # Market supervision is informed, read only: the webhook says what the API enforces.
+        assert set(first["responsible"]) == {"pc-anju", "mu-tengda"}
+        told = receivers["ms-shanting"].got[0][1]["recipient"]
+        assert (told["role"], told["read_only"]) == ("market_supervision", True)
         trapped_a = first["id"]
 
         # 2. A fire lane blocked past its threshold (2 s here): the company is told; at the
@@ -406,6 +411,8 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
              "no alert 999999"),
             ("ms-shanting", f"/api/alerts/{trapped_b['id']}/transitions",
              {"to": "on_site"}, 403, "read only"),
+            ("pc-xinju", f"/api/alerts/{trapped_b['id']}/transitions",
+             b'{"to": "on_site", "note": "' + b"x" * (1 << 20) + b'"}', 413, "Too Large"),
             ("pc-xinju", "/api/alerts?state=burning", None, 400, "state='burning'"),
             ("nobody", "/api/alerts", None, 401, "not valid"),
         ]  # fmt: skip
