@@ -205,6 +205,20 @@ def gateway_process(tmp: Path, port: int, seconds: float) -> None:
         "uplink": {"url": f"mqtt://127.0.0.1:{port}"},
         "health_interval_s": 10,
         "collectors": [{"type": "simulator", "seed": 1, "devices": devices}],
+        # Speakers on the lanes, as a real site has them (the site check requires them).
+        "outputs": [
+            {
+                "device": d["id"],
+                "action": "voice_warning",
+                "mqtt": {
+                    "url": f"mqtt://127.0.0.1:{port}",
+                    "topic": f"speaker/{d['id']}",
+                    "payload": "play",
+                },
+            }
+            for d in devices
+            if d["kind"] == "fire_lane"
+        ],
     }
     path = tmp / "site.yaml"
     path.write_text(yaml.safe_dump(conf))

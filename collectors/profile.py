@@ -252,6 +252,28 @@ class MqttProfile(_ProfileBase, frozen=True, kw_only=True, tag="mqtt", tag_field
 Profile = ModbusProfile | FramedProfile | MqttProfile
 
 
+def profile_events(profile: Profile) -> frozenset[str]:
+    """Every event name a device of ``profile`` can report (from points, bits, fault codes,
+    MQTT event paths and one-off messages)."""
+    points: list[Point] = []
+    names: set[str] = set()
+    if isinstance(profile, ModbusProfile):
+        points += profile.points
+    elif isinstance(profile, FramedProfile):
+        for m in profile.messages:
+            points += m.points
+            if m.instant is not None:
+                names.add(m.instant)
+    else:
+        names.update(e.event for t in profile.topics for e in t.events)
+    for p in points:
+        if p.event is not None:
+            names.add(p.event)
+        names.update((p.codes or {}).values())
+        names.update(b.event for b in (p.bits or {}).values() if b.event is not None)
+    return frozenset(names)
+
+
 def hex_bytes(text: str) -> bytes:
     """``"AA 55"`` → ``b"\\xaa\\x55"`` (the pattern was checked at load)."""
     return bytes.fromhex(text.replace(" ", ""))

@@ -15,7 +15,8 @@ Rules (defaults in DOMAIN.md, "Rules and their defaults"; settings in the site c
   (60 s) plays the on-site voice warning, again every ``repeat_s`` (60 s) while it stays
   occupied, and only then is reported as a blockage (``obstruction`` start; its end when the
   lane clears). A sensor that reports ``obstruction`` itself (a camera box with its own dwell
-  logic) keeps doing so; Linli then does not add its own.
+  logic: its profile maps an ``obstruction`` event, or a simulated lane) keeps doing so; Linli
+  then adds none of its own, not even before the sensor's first report.
 * **Fire release** (GB 55024-2022 5.3.6; GB 50116-2013 4.10.3): a fire panel's ``fire_alarm``
   start unlocks every gate listed in ``fire_release.gates`` and reports ``fire_release`` start
   on each; when no panel is in alarm any more the gates are locked again and
@@ -30,7 +31,7 @@ Rules (defaults in DOMAIN.md, "Rules and their defaults"; settings in the site c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,10 +53,13 @@ ActionKind = Literal["voice_warning", "unlock", "lock"]
 
 
 class FireLaneRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Seconds of occupancy before the voice warning and the blockage report; repeat period."""
+    """Seconds of occupancy before the voice warning and the blockage report; repeat period.
+    ``voice_warning: false`` where a lane has no speaker: blockages are still reported (with
+    it on, the site check requires a ``voice_warning`` output for every lane)."""
 
     dwell_s: float = 60.0
     repeat_s: float = 60.0
+    voice_warning: bool = True
 
 
 class TrappedRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -124,18 +128,31 @@ _STILL_MODES = (None, "normal")
 class EdgeRules:
     """The rule state of one gateway (see the module docstring)."""
 
-    def __init__(self, config: EdgeConfig, kinds: Mapping[str, DeviceKind]) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        kinds: Mapping[str, DeviceKind],
+        self_reporting: Iterable[str] = (),
+    ) -> None:
         self.config = config
         self.kinds = dict(kinds)
+        #: Lanes whose sensor reports ``obstruction`` itself (SiteConfig.self_reporting_lanes).
+        self.self_reporting = frozenset(self_reporting)
         self._lanes: dict[str, _Lane] = {}
         self._cars: dict[str, _Car] = {}
         self._alarms: set[str] = set()  # fire panels in alarm
         self.released = False
 
-    def reconfigure(self, config: EdgeConfig, kinds: Mapping[str, DeviceKind]) -> None:
+    def reconfigure(
+        self,
+        config: EdgeConfig,
+        kinds: Mapping[str, DeviceKind],
+        self_reporting: Iterable[str] = (),
+    ) -> None:
         """New thresholds take effect at the next tick; what is being watched is kept."""
         self.config = config
         self.kinds = dict(kinds)
+        self.self_reporting = frozenset(self_reporting)
 
     # --- observations --------------------------------------------------------------
 
@@ -250,13 +267,14 @@ class EdgeRules:
         for dev, lane in self._lanes.items():
             if lane.since is None or now - lane.since < lane_rule.dwell_s * 1000:
                 continue
-            if lane.last_warning is None or now - lane.last_warning >= lane_rule.repeat_s * 1000:
+            due = lane.last_warning is None or now - lane.last_warning >= lane_rule.repeat_s * 1000
+            if lane_rule.voice_warning and due:
                 lane.warnings += 1
                 lane.last_warning = now
                 out.actions.append(
                     Action("voice_warning", dev, f"occupied {round((now - lane.since) / 1000)} s")
                 )
-            if not lane.reported and not lane.self_reporting:
+            if not lane.reported and not lane.self_reporting and dev not in self.self_reporting:
                 lane.reported = True
                 data: dict[str, Any] = {"dwell_s": round((now - lane.since) / 1000), "by": "edge"}
                 for key in ("object", "evidence"):

@@ -46,6 +46,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -182,6 +183,7 @@ class DiskQueue:
         self._legacy_seq_file = legacy_seq_file
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gw-queue")
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._buffer: list[tuple[int, int, bytes]] = []
         self._group: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -212,9 +214,34 @@ class DiskQueue:
         assert self._db is not None, "the queue is not open"
         return self._db
 
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the state directory (its file ``state.lock``) for as
+        long as the queue is open: a second gateway process on the same state directory
+        would share the client id and the sequence numbers, and corrupt both."""
+        path = self.path.parent / "state.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise QueueError(
+                f"{self.path.parent}: the state directory is in use by another gateway "
+                f"process (pid {holder}); each gateway needs its own state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
@@ -251,9 +278,11 @@ class DiskQueue:
             inflight_bytes = sum(len(b.payload) for b in self._rebuild_all())
         except sqlite3.Error as exc:
             self._db = None
+            self._unlock()
             raise QueueError(f"{self.path}: cannot open the queue: {exc}") from exc
         except OSError as exc:
             self._db = None
+            self._unlock()
             raise QueueError(f"{self.path}: cannot open the queue: {exc.strerror}") from exc
         self.pending = counts[0][0] + counts[1][0]
         self.pending_urgent = counts[1][0]
@@ -509,6 +538,7 @@ class DiskQueue:
             await self._call(self._flush_acks)
             await self._call(self._db.close)
             self._db = None
+        await self._call(self._unlock)
         self._executor.shutdown(wait=True)
 
     async def put(self, item: Item) -> None:

@@ -156,7 +156,11 @@ class Gateway:
             legacy_seq_file=self.state_dir / "seq",
         )
         self.uplink = Uplink(site, self.queue, on_message=self._on_message)
-        self.edge = EdgeRules(site.edge, site.device_kinds(self.profiles))
+        self.edge = EdgeRules(
+            site.edge,
+            site.device_kinds(self.profiles),
+            site.self_reporting_lanes(self.profiles),
+        )
         self.collectors: list[Collector] = []
         self.produced = 0
         self.clock_offset_ms: int | None = None
@@ -343,7 +347,9 @@ class Gateway:
         old, self.site = self.site, site
         notes: list[str] = []
         self.uplink.site = site
-        self.edge.reconfigure(site.edge, site.device_kinds(self.profiles))
+        self.edge.reconfigure(
+            site.edge, site.device_kinds(self.profiles), site.self_reporting_lanes(self.profiles)
+        )
         self.queue.budget_bytes = int(site.queue.budget_mb * 1024 * 1024)
         if site.queue.synchronous != old.queue.synchronous:
             notes.append("queue.synchronous applies at the next start")

@@ -61,6 +61,7 @@ from collectors.profile import (
     Profile,
     SerialSettings,
     load_profiles,
+    profile_events,
 )
 from collectors.wire import DEFAULT_TOPIC_PREFIX, ID_PATTERN, REMOTE_SECTIONS, DeviceKind
 from collectors.yamlconf import ConfigError, load_yaml, load_yaml_text
@@ -250,6 +251,26 @@ class SiteConfig(_Conf, frozen=True):
                         kinds[d.id] = prof.kind
         return kinds
 
+    def self_reporting_lanes(self, profiles: Mapping[str, Profile]) -> frozenset[str]:
+        """Fire lanes whose sensor reports ``obstruction`` itself (a camera box with its own
+        dwell logic, the simulated one included): the edge adds no blockage of its own."""
+        lanes: set[str] = set()
+        for col in self.collectors:
+            if isinstance(col, SimulatorConfig):
+                lanes.update(d.id for d in col.devices if d.kind == "fire_lane")
+                continue
+            devices: list[tuple[str, str]] = (
+                [(d.id, col.profile) for d in col.devices]
+                if isinstance(col, SerialBusConfig)
+                else [(d.id, d.profile) for d in col.devices]
+            )
+            for dev, name in devices:
+                prof = profiles.get(name)
+                reports = prof is not None and "obstruction" in profile_events(prof)
+                if reports and prof is not None and prof.kind == "fire_lane":
+                    lanes.add(dev)
+        return frozenset(lanes)
+
 
 class RemoteConfig(_Conf, frozen=True):
     """The server's retained ``config`` message: a version and the sections it replaces."""
@@ -380,6 +401,23 @@ def _check_edge(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[t
     for i, gate in enumerate(rules.fire_release.gates):
         if kinds.get(gate) != "gate":
             yield f"edge.fire_release.gates[{i}]", f"{gate!r} is not a gate on this gateway"
+    # A rule that acts needs the output it acts through, checked here rather than failing
+    # on site at the first warning or fire alarm.
+    driven = {(out.device, out.action) for out in site.outputs}
+    if rules.fire_lane.voice_warning:
+        for dev in sorted(d for d, k in kinds.items() if k == "fire_lane"):
+            if (dev, "voice_warning") not in driven:
+                yield (
+                    "edge.fire_lane",
+                    (
+                        f"{dev} has no voice_warning output: add one under outputs, or set "
+                        "edge.fire_lane.voice_warning: false if the lane has no speaker"
+                    ),
+                )
+    for i, gate in enumerate(rules.fire_release.gates):
+        for action in ("unlock", "lock"):
+            if kinds.get(gate) == "gate" and (gate, action) not in driven:
+                yield f"edge.fire_release.gates[{i}]", f"{gate} has no {action} output"
     modbus = {c.name for c in site.collectors if isinstance(c, ModbusBusConfig)}
     wanted = {"voice_warning": "fire_lane", "unlock": "gate", "lock": "gate"}
     seen: set[tuple[str, str]] = set()

@@ -89,6 +89,21 @@ def site_configs(
                 # 22 simulated gateways on one machine: survive a crash, skip the fsyncs.
                 "queue": {"synchronous": "normal"},
                 "collectors": [{"type": "simulator", "seed": seed * 1000 + n, "devices": devices}],
+                # As on a real site, each lane's warning plays through a speaker: here one
+                # that listens on the demo's broker (linli-demo/<community>/<lane>/speaker).
+                "outputs": [
+                    {
+                        "device": d["id"],
+                        "action": "voice_warning",
+                        "mqtt": {
+                            "url": mqtt_url,
+                            "topic": f"linli-demo/{com.id}/{d['id']}/speaker",
+                            "payload": '{"play": "fire_lane_warning"}',
+                        },
+                    }
+                    for d in devices
+                    if d["kind"] == "fire_lane"
+                ],
             }
     return sites
 

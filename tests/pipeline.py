@@ -33,6 +33,16 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def speakers(devices: list[dict[str, Any]], broker: Broker) -> list[dict[str, Any]]:
+    """A voice_warning output per fire lane, as a real site has (the site check wants one):
+    a speaker that listens on the test broker."""
+    return [
+        {"device": d["id"], "action": "voice_warning",
+         "mqtt": {"url": broker.url, "topic": f"test/speaker/{d['id']}", "payload": "play"}}
+        for d in devices if d["kind"] == "fire_lane"
+    ]  # fmt: skip
+
+
 def site_for(tmp: Path, broker: Broker, seed: int = 3, **extra: Any) -> Path:
     """A site config for gateway gw-1 of the demo community, its devices simulated;
     ``extra`` keys are added to (or replace) the top level."""
@@ -59,6 +69,7 @@ def site_for(tmp: Path, broker: Broker, seed: int = 3, **extra: Any) -> Path:
                 ],
             }
         ],
+        "outputs": speakers(com["devices"], broker),
     }
     site.update(extra)
     path = tmp / "site.yaml"

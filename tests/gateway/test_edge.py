@@ -84,6 +84,16 @@ def test_a_lane_that_reports_obstruction_itself_gets_warnings_but_no_second_repo
     assert not decision.items
 
 
+def test_a_lane_known_to_report_itself_gets_no_edge_report_even_before_its_first() -> None:
+    # The camera box's own dwell may pass a moment after the edge's: no second start.
+    r = Rules(EdgeConfig(), KINDS, self_reporting={"fl-1"})
+    r.see(Reading(T, "fl-1", "fire_lane", {"occupied": True}))
+    decision = r.tick(T + 60_000)
+    assert [a.kind for a in decision.actions] == ["voice_warning"]
+    assert not decision.items
+    assert not r.see(Reading(T + 70_000, "fl-1", "fire_lane", {"occupied": False})).items
+
+
 def test_fire_alarm_unlocks_the_listed_gates_and_locks_them_when_all_panels_clear() -> None:
     r = rules(fire_release=FireReleaseRule(gates=["gt-1", "gt-2"]))
     on = r.see(Event(T, "fp-1", "fire_panel", "fire_alarm", "start"))

@@ -4,6 +4,7 @@ reopen (in-flight batches, seq, drop counts), the disk budget, and bad files."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from collectors.wire import Event, Reading, decode_envelope
 from gateway.queue import DiskQueue, QueueError
+from tests.conftest import run_linli
 
 T0 = 1_763_800_000_000
 
@@ -247,3 +249,31 @@ async def test_reopened_in_flight_batches_are_rebuilt_exactly_and_acks_delete_th
             for t in ("items", "events", "flight")]  # fmt: skip
     db.close()
     assert left == [0, 0, 0]
+
+
+async def test_a_second_process_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    """Two gateways on one state directory would share client id and seq (issue 12): the
+    second refuses to start, naming the directory and the holder; the first keeps working."""
+    first = queue(tmp_path)
+    await first.open()
+    second = queue(tmp_path)
+    with pytest.raises(
+        QueueError, match=rf"in use by another gateway process \(pid {os.getpid()}\)"
+    ):
+        await second.open()
+    await first.put(reading(1))  # unharmed
+    # `linli gateway` on the same state_dir: a clear message and exit status 1, no traceback.
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "version: 1\ngateway: gw-1\ncommunity: c-1\n"
+        f"state_dir: {tmp_path}\nuplink: {{url: 'mqtt://127.0.0.1:1'}}\n"
+        "collectors:\n  - {type: simulator, devices: [{id: gt-1, kind: gate}]}\n"
+    )
+    done = run_linli("gateway", "--config", str(site))
+    assert done.returncode == 1, done.stderr
+    assert "the state directory is in use by another gateway process" in done.stderr
+    assert "Traceback" not in done.stderr
+    await first.close()
+    third = queue(tmp_path)
+    await third.open()  # the lock went with the first
+    await third.close()

@@ -50,6 +50,7 @@ def test_example_loads_with_its_profiles(tmp_path: Path) -> None:
         ("fl-2", "voice_warning"),
         ("gt-north", "unlock"),
         ("gt-north", "lock"),
+        ("fl-1", "voice_warning"),
     ]
     assert config.profile_dirs == [str(FIRMWARE)]
 
@@ -75,8 +76,11 @@ def test_bus_rules_and_references(tmp_path: Path) -> None:
         ),
     )
     assert problems(path) == [
+        # el-3-1 is now a fire lane with no speaker: the warning rule has nothing to play on.
+        "39: edge.fire_lane: el-3-1 has no voice_warning output: add one under outputs, or "
+        "set edge.fire_lane.voice_warning: false if the lane has no speaker",
         # fl-2 is now an elevator, so its voice-warning output no longer fits it.
-        "45: outputs[0].action: voice_warning is for a fire_lane; fl-2 is of kind elevator",
+        "47: outputs[0].action: voice_warning is for a fire_lane; fl-2 is of kind elevator",
         "15: collectors[0].devices[0].profile: no profile 'hx-em101' in " + str(FIRMWARE),
         "16: collectors[0].devices[1].profile: "
         "profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
@@ -138,3 +142,48 @@ def test_an_output_for_the_wrong_kind_or_with_two_ways(tmp_path: Path) -> None:
     wrong_kind = "outputs[0].action: voice_warning is for a fire_lane; el-1-1 is of kind elevator"
     assert any(wrong_kind in p for p in found), found
     assert any("outputs[1]: give exactly one of mqtt or modbus" in p for p in found)
+
+
+def test_a_rule_without_the_output_it_acts_through_is_refused(tmp_path: Path) -> None:
+    # Issue 12: found at the first warning on site ("no output is configured"), not before.
+    text = EXAMPLE.replace("profile_dirs: [..]", f"profile_dirs: [{FIRMWARE}]")
+    cut = text[: text.index("outputs:")] + "outputs: []\n"
+    (tmp_path / "bare.yaml").write_text(cut)
+    found = problems(tmp_path / "bare.yaml")
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "edge.fire_lane: fl-1 has no voice_warning output: add one under outputs, or set "
+        "edge.fire_lane.voice_warning: false if the lane has no speaker",
+        "edge.fire_lane: fl-2 has no voice_warning output: add one under outputs, or set "
+        "edge.fire_lane.voice_warning: false if the lane has no speaker",
+        "edge.fire_release.gates[0]: gt-north has no unlock output",
+        "edge.fire_release.gates[0]: gt-north has no lock output",
+    ]
+    # No speakers at all: the warning is off and blockages are still reported.
+    (tmp_path / "quiet.yaml").write_text(cut.replace(
+        "fire_lane: {dwell_s: 60, repeat_s: 60}",
+        "fire_lane: {dwell_s: 60, repeat_s: 60, voice_warning: false}").replace(
+        "fire_release: {gates: [gt-north]}", "fire_release: {gates: []}"))  # fmt: skip
+    config, _ = load_site_with_profiles(tmp_path / "quiet.yaml")
+    assert config.edge.fire_lane.voice_warning is False
+
+
+def test_lanes_whose_sensor_reports_obstruction_itself(tmp_path: Path) -> None:
+    config, profiles = load_site_with_profiles(site(tmp_path))
+    # Neither shipped lane profile maps an obstruction event: the edge reports for both.
+    assert config.self_reporting_lanes(profiles) == frozenset()
+    lane = FIRMWARE / "fire_lane" / "aibox-lane.yaml"
+    (tmp_path / "profiles").mkdir()
+    for other in FIRMWARE.glob("*/*.yaml"):
+        if other.parent.name != "sites":
+            (tmp_path / "profiles" / other.name).write_text(other.read_text())
+    text = lane.read_text()
+    assert "    fields:" in text
+    (tmp_path / "profiles" / "aibox-lane.yaml").write_text(text.replace(
+        "    fields:",
+        "    events:\n      - {event: obstruction, path: alarm, start: [1], end: [0]}\n"
+        "    fields:", 1))  # fmt: skip
+    path = site(
+        tmp_path, (f"profile_dirs: [{FIRMWARE}]", f"profile_dirs: [{tmp_path / 'profiles'}]")
+    )
+    config, profiles = load_site_with_profiles(path)
+    assert config.self_reporting_lanes(profiles) == frozenset({"fl-2"})
