@@ -472,7 +472,11 @@ async def test_two_server_workers_open_once_and_escalate_once(
     """Two ``linli server`` processes on one database, sharing the gateway's messages
     through a shared subscription: a fire lane becomes one alert and each step is sent
     once, whichever worker ingests the readings and takes the timers."""
-    extra = server_files(tmp_path, mailbox.port).replace('mqtt_shared_group = ""\n', "")
+    # A shared group (for brokers that restore them, docs/operations.md "Server workers"):
+    # the broker spreads one community's messages over both workers.
+    extra = server_files(tmp_path, mailbox.port).replace(
+        'mqtt_shared_group = ""\n', 'mqtt_shared_group = "linli"\n'
+    )
     first = server_on(tmp_path, mosquitto, extra=extra,
                       registry=registry_file(tmp_path, receivers, handover=False))  # fmt: skip
     settings2 = tmp_path / "settings2.toml"

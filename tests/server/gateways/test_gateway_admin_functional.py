@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, Broker, ServerProc, linli, run_linli, server_on, stop
-from tests.pipeline import COMMUNITY, get_json, site_for, wait_for
+from tests.pipeline import COMMUNITY, get_json, site_for, speakers, wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -91,7 +91,8 @@ async def test_configs_and_commands_through_the_api_reach_the_gateway_and_its_an
                 {"device": "gt-north", "action": action,
                  "mqtt": {"url": mosquitto.url, "topic": relay, "payload": action}}
                 for action in ("unlock", "lock")
-            ],
+            ] + speakers([{"id": "fl-1", "kind": "fire_lane"},
+                          {"id": "fl-2", "kind": "fire_lane"}], mosquitto),  # the lanes keep theirs
         }  # fmt: skip
         status, sent = call(srv, "PUT", f"{BASE}/config", good)
         assert status == 202, sent
