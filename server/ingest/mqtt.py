@@ -55,7 +55,7 @@ async def run_mqtt_ingest(settings: Settings, ingest: Ingest, *, connected: asyn
         role="server",  # the client id of earlier versions: the broker keeps its session
         subscriptions=[up, f"{prefix}/+/+/status"],
         handle=handle,
-        commit=ingest.commit,
+        seal=ingest.seal,
         connected=connected,
     )
 

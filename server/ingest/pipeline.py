@@ -96,6 +96,8 @@ class IngestStats:
     duplicates: int = 0
     status_messages: int = 0
     alert_errors: int = 0
+    #: Commits made durable (each ends a batch of messages; then they are acknowledged).
+    commits: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     recent_rejects: collections.deque[Rejected] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_REJECTS)
@@ -149,17 +151,23 @@ class Ingest:
         """The registry index ingest currently checks against."""
         return self._registry
 
-    async def commit(self) -> None:
-        """Make everything handled so far durable, with the sequence windows it changed, in
-        one step (:meth:`TelemetryWriter.commit`); after it, what was handled may be
-        acknowledged to the broker."""
+    def seal(self) -> Callable[[], Awaitable[None]]:
+        """Take everything handled so far with the sequence windows it changed, now; the
+        returned function makes it durable in one step (:meth:`TelemetryWriter.seal`) and
+        may be called again after a failure. After it, what was handled may be acknowledged
+        to the broker; the next messages may be handled while it runs."""
         dirty, self.dirty = self.dirty, set()
-        marks = {key: self.seq[key].to_bytes() for key in dirty}
-        try:
-            await self._writer.commit(marks)
-        except BaseException:
-            self.dirty |= dirty
-            raise
+        write = self._writer.seal({key: self.seq[key].to_bytes() for key in dirty})
+
+        async def commit() -> None:
+            await write()
+            self.stats.commits += 1
+
+        return commit
+
+    async def commit(self) -> None:
+        """Seal and write at once."""
+        await self.seal()()
 
     @property
     def gaps(self) -> int:
@@ -298,6 +306,7 @@ class Ingest:
             "items": self.stats.items,
             "duplicates": self.stats.duplicates,
             "gaps": self.gaps,
+            "commits": self.stats.commits,
             "status_messages": self.stats.status_messages,
             "alert_errors": self.stats.alert_errors,
             "rejected": dict(self.stats.rejected),

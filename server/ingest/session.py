@@ -9,6 +9,8 @@ the broker kept for it (QoS 1 messages published while it was away).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import random
 import socket
@@ -99,6 +101,8 @@ RECONNECT_MAX_S: Final = 5
 _STOP_POLL_S: Final = 0.5
 KEEPALIVE_S: Final = 60
 COMMIT_RETRY_MIN_S: Final = 0.5
+#: At a clean stop, how long the commit in flight may take before the session gives up on it.
+STOP_COMMIT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,8 @@ class Delivery:
 
 
 Commit = Callable[[], Awaitable[None]]
+#: Takes what was handled so far, at the call; returns the function that makes it durable.
+Seal = Callable[[], Commit]
 
 
 async def run_acked_session(
@@ -122,21 +128,23 @@ async def run_acked_session(
     role: str,
     subscriptions: Sequence[str],
     handle: Handler,
-    commit: Commit,
+    seal: Seal,
     connected: asyncio.Event,
     max_held: int = MAX_HELD,
 ) -> None:
     """Stay subscribed to ``subscriptions`` (QoS 1), pass each message to ``handle``, and
-    acknowledge it only once ``commit`` returned after it, until cancelled.
+    acknowledge it only once the commit that holds it is durable, until cancelled.
 
     Messages are taken in batches (whatever arrived while the last batch was handled):
-    ``handle`` for each, then one ``commit``, which must make everything handled so far
-    durable. A failing commit is retried with backoff and nothing is acknowledged meanwhile
-    (a full disk stalls ingest; it loses nothing). At most ``max_held`` messages are
-    held at once: past that the network thread stops reading, TCP pushes back, and the
-    broker keeps the backlog. Acknowledgements go out in the order messages arrived (MQTT
-    3.1.1, 4.6) and only on the connection a message came on: after a reconnect the broker
-    re-sends what was not acknowledged, under packet ids a new session may have reused.
+    ``handle`` for each, then ``seal()``, whose returned commit makes everything handled so
+    far durable. The commit of one batch runs while the next batch is handled (one commit
+    in flight; commits complete in order). A failing commit is retried with backoff and
+    nothing is acknowledged meanwhile (a full disk stalls ingest; it loses nothing). At most
+    ``max_held`` messages are held at once: past that the network thread stops reading, TCP
+    pushes back, and the broker keeps the backlog. Acknowledgements go out in the order
+    messages arrived (MQTT 3.1.1, 4.6) and only on the connection a message came on: after a
+    reconnect the broker re-sends what was not acknowledged, under packet ids a new session
+    may have reused.
 
     paho-mqtt runs on its own network thread (``loop_start``) with ``manual_ack``: aiomqtt
     acknowledges every message on receipt and has no switch for it, and paho's own loop
@@ -145,7 +153,11 @@ async def run_acked_session(
     loop = asyncio.get_running_loop()
     addr = parse_mqtt_url(settings.mqtt_url)
     identifier = f"linli-{role}-{socket.gethostname()}-{settings.http_port}"
-    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+    # Deliveries cross from paho's thread in a deque; the event loop is woken once per
+    # burst, not once per message (each wake-up is a write to the loop's self-pipe).
+    inbox: collections.deque[Delivery] = collections.deque()
+    arrived = asyncio.Event()
+    armed = False  # a wake-up is on its way (guarded by lock)
     room = threading.Semaphore(max_held)
     stopping = threading.Event()
     lock = threading.Lock()
@@ -182,14 +194,16 @@ async def run_acked_session(
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         # Runs on paho's thread: wait for room, so that nothing more is read off the socket
         # while the server holds max_held messages.
+        nonlocal armed
         while not room.acquire(timeout=_STOP_POLL_S):
             if stopping.is_set():
                 return  # not acknowledged: the broker delivers it again
         with lock:
-            held = Delivery(
-                message.topic, bytes(message.payload), message.mid, message.qos, connection
-            )
-        loop.call_soon_threadsafe(inbox.put_nowait, held)
+            payload = bytes(message.payload)
+            inbox.append(Delivery(message.topic, payload, message.mid, message.qos, connection))
+            wake, armed = not armed, True
+        if wake:
+            loop.call_soon_threadsafe(arrived.set)
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -197,21 +211,42 @@ async def run_acked_session(
     client.on_message = on_message
     client.connect_async(addr.host, addr.port, keepalive=KEEPALIVE_S)
     client.loop_start()
+
+    def acknowledge(batch: list[Delivery]) -> None:
+        with lock:
+            for held in batch:
+                if held.connection == connection and held.qos > 0:
+                    client.ack(held.mid, held.qos)
+        for _ in batch:
+            room.release()
+
+    async def commit_then_ack(commit: Commit, batch: list[Delivery]) -> None:
+        await _commit_until_done(commit, role)
+        acknowledge(batch)
+
+    inflight: asyncio.Task[None] | None = None
     try:
         while True:
-            batch = [await inbox.get()]
-            while not inbox.empty():
-                batch.append(inbox.get_nowait())
+            await arrived.wait()
+            arrived.clear()
+            with lock:
+                armed = False
+                batch = list(inbox)
+                inbox.clear()
+            if not batch:
+                continue
             for held in batch:
                 await handle(held.topic, held.payload)
-            await _commit_until_done(commit, role)
-            with lock:
-                for held in batch:
-                    if held.connection == connection and held.qos > 0:
-                        client.ack(held.mid, held.qos)
-            for _ in batch:
-                room.release()
+            commit = seal()  # at once, before anything else is handled
+            if inflight is not None:
+                await asyncio.shield(inflight)  # commits complete, and acks go out, in order
+            inflight = asyncio.create_task(commit_then_ack(commit, batch))
     finally:
+        if inflight is not None and not inflight.done():
+            # A clean stop finishes the commit in hand and acknowledges it.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(inflight), STOP_COMMIT_S)
+            inflight.cancel()  # still retrying (disk full): left unacknowledged for the broker
         stopping.set()
         connected.clear()
         client.disconnect()

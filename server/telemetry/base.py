@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from collectors.wire import Item
@@ -17,12 +17,14 @@ class TelemetryWriteError(Exception):
 class TelemetryWriter(Protocol):
     """Where ingest sends every accepted reading and event.
 
-    ``write`` and ``write_status`` queue in memory and return. ``commit`` makes everything
-    queued so far durable in one step with ingest's marks (opaque bytes per gateway: its
-    sequence windows), so that after a crash the store holds the items of exactly the
-    messages whose marks it holds; ingest acknowledges a message to the broker only after
-    the commit that holds it. Queued items nobody committed are dropped at close. ``flush``
-    waits until everything queued so far is stored where queries see it.
+    ``write`` and ``write_status`` queue in memory and return. ``seal`` takes everything
+    queued so far, with ingest's marks (opaque bytes per gateway: its sequence windows), at
+    the moment of the call; the function it returns makes that snapshot durable in one step,
+    so that after a crash the store holds the items of exactly the messages whose marks it
+    holds. Ingest acknowledges a message to the broker only after the write that holds it,
+    and handles the next messages meanwhile. ``commit`` is seal-and-write. Queued items
+    nobody committed are dropped at close. ``flush`` waits until everything queued so far is
+    stored where queries see it.
     """
 
     async def write(self, community: str, gateway: str, items: Sequence[Item]) -> None:
@@ -33,9 +35,14 @@ class TelemetryWriter(Protocol):
         """Queue a gateway's status (``online``/``offline``) as of device time ``t``."""
         ...
 
+    def seal(self, marks: Mapping[tuple[str, str], bytes]) -> Callable[[], Awaitable[None]]:
+        """Take every item queued so far and ``marks`` now; the returned function writes them
+        durably in one transaction. On failure nothing of it is stored and the function may
+        be called again (snapshots are written in the order they were sealed)."""
+        ...
+
     async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
-        """Make every item queued so far and ``marks`` durable, together; on failure
-        neither is stored and the items stay queued."""
+        """``seal(marks)`` and write it."""
         ...
 
     async def load_marks(self) -> dict[tuple[str, str], bytes]:

@@ -36,7 +36,7 @@ import gzip
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -149,46 +149,53 @@ class InfluxWriter:
         self._lines.append(encode_status(community, gateway, status, t))
         self.counts["lines_queued"] += 1
 
-    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
-        """Spool every line queued so far and ``marks`` in one transaction; return once it is
-        committed (InfluxDB gets the lines later, from the spool). On failure nothing is
-        spooled and the lines stay queued."""
-        async with self._spool_lock:
-            if not (self._lines or marks):
+    def seal(self, marks: Mapping[tuple[str, str], bytes]) -> Callable[[], Awaitable[None]]:
+        """Take the lines queued so far and ``marks``; the returned function spools them in
+        one transaction (InfluxDB gets them later, from the spool), and may be called again
+        after a failure: a failed transaction is rolled back whole."""
+        lines, self._lines = self._lines, []
+        rows = [(c, g, mark) for (c, g), mark in marks.items()]
+        bodies: list[tuple[int, bytes]] = []
+
+        async def write() -> None:
+            if not (lines or rows):
                 return
-            lines, self._lines = self._lines, []
-            bodies = [
-                (len(part), gzip.compress(("\n".join(part) + "\n").encode(), compresslevel=1))
-                for part in (lines[i : i + BATCH_LINES] for i in range(0, len(lines), BATCH_LINES))
-            ]
-            ids: list[int] = []
-            try:
-                for count, body in bodies:
-                    cur = await self._spool.execute(
-                        "INSERT INTO chunks (lines, body) VALUES (?, ?)", (count, body)
+            if not bodies and lines:
+                # gzip off the event loop: ingest handles the next messages meanwhile
+                bodies[:] = await asyncio.to_thread(_compress, lines)
+            async with self._spool_lock:
+                ids: list[int] = []
+                try:
+                    for count, body in bodies:
+                        cur = await self._spool.execute(
+                            "INSERT INTO chunks (lines, body) VALUES (?, ?)", (count, body)
+                        )
+                        assert cur.lastrowid is not None
+                        ids.append(cur.lastrowid)
+                    await self._spool.executemany(
+                        "INSERT OR REPLACE INTO marks VALUES (?, ?, ?)", rows
                     )
-                    assert cur.lastrowid is not None
-                    ids.append(cur.lastrowid)
-                await self._spool.executemany(
-                    "INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
-                    [(c, g, mark) for (c, g), mark in marks.items()],
-                )
-                await self._spool.commit()
-            except BaseException:
-                self._lines[:0] = lines
-                await asyncio.shield(self._spool.rollback())
-                raise
-            for chunk_id, (_count, body) in zip(ids, bodies, strict=True):
-                self.spool_bytes += len(body)
-                # The sender takes fresh chunks from memory, sparing a read of what was
-                # just written.
-                if self._fresh_bytes + len(body) <= FRESH_MAX_BYTES:
-                    self._fresh[chunk_id] = body
-                    self._fresh_bytes += len(body)
-            if ids:
-                self._last_id_spooled = ids[-1]
-                await self._enforce_bound()
-                self._chunk_ready.set()
+                    await self._spool.commit()
+                except BaseException:
+                    await asyncio.shield(self._spool.rollback())
+                    raise
+                for chunk_id, (_count, body) in zip(ids, bodies, strict=True):
+                    self.spool_bytes += len(body)
+                    # The sender takes fresh chunks from memory, sparing a read of what was
+                    # just written.
+                    if self._fresh_bytes + len(body) <= FRESH_MAX_BYTES:
+                        self._fresh[chunk_id] = body
+                        self._fresh_bytes += len(body)
+                if ids:
+                    self._last_id_spooled = ids[-1]
+                    await self._enforce_bound()
+                    self._chunk_ready.set()
+
+        return write
+
+    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
+        """Spool every line queued so far and ``marks`` in one transaction."""
+        await self.seal(marks)()
 
     async def load_marks(self) -> dict[tuple[str, str], bytes]:
         """The marks of the last commit, per gateway."""
@@ -507,3 +514,11 @@ async def open_influx_writer(
                 stats["lines_written"],
                 stats["spool_lines"],
             )
+
+
+def _compress(lines: list[str]) -> list[tuple[int, bytes]]:
+    """Lines as gzip bodies of at most :data:`BATCH_LINES` lines, with their counts."""
+    return [
+        (len(part), gzip.compress(("\n".join(part) + "\n").encode(), compresslevel=1))
+        for part in (lines[i : i + BATCH_LINES] for i in range(0, len(lines), BATCH_LINES))
+    ]

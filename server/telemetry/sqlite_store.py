@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,26 +91,35 @@ class SqliteTelemetryStore:
             (t, community, gateway, gateway, GATEWAY_KIND, GATEWAY_OFFLINE, state, "{}")
         )
 
-    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
-        """Store every row queued so far and ``marks`` in one transaction; return once it is
-        committed. On failure nothing is stored and the rows stay queued."""
-        async with self._lock:
-            if not (self._readings or self._events or marks):
+    def seal(self, marks: Mapping[tuple[str, str], bytes]) -> Callable[[], Awaitable[None]]:
+        """Take the rows queued so far and ``marks``; the returned function stores them in
+        one transaction (again after a failure: a failed one is rolled back whole)."""
+        readings, self._readings = self._readings, []
+        events, self._events = self._events, []
+        rows = [(c, g, mark) for (c, g), mark in marks.items()]
+
+        async def write() -> None:
+            if not (readings or events or rows):
                 return
-            readings, self._readings = self._readings, []
-            events, self._events = self._events, []
-            try:
-                await self._db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?)", readings)
-                await self._db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", events)
-                await self._db.executemany(
-                    "INSERT OR REPLACE INTO marks VALUES (?,?,?)",
-                    [(c, g, mark) for (c, g), mark in marks.items()],
-                )
-                await self._db.commit()
-            except BaseException:
-                self._readings[:0], self._events[:0] = readings, events
-                await asyncio.shield(self._db.rollback())
-                raise
+            async with self._lock:
+                try:
+                    await self._db.executemany(
+                        "INSERT INTO readings VALUES (?,?,?,?,?,?)", readings
+                    )
+                    await self._db.executemany(
+                        "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", events
+                    )
+                    await self._db.executemany("INSERT OR REPLACE INTO marks VALUES (?,?,?)", rows)
+                    await self._db.commit()
+                except BaseException:
+                    await asyncio.shield(self._db.rollback())
+                    raise
+
+        return write
+
+    async def commit(self, marks: Mapping[tuple[str, str], bytes]) -> None:
+        """Store every row queued so far and ``marks`` in one transaction."""
+        await self.seal(marks)()
 
     async def flush(self) -> None:
         """Store everything queued so far (no marks)."""

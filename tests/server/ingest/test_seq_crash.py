@@ -2,7 +2,9 @@
 store, crashed at random points of its batches, restarted from what the store committed.
 
 The broker is modelled as MQTT has it: messages stay queued until acknowledged, and after a
-crash every unacknowledged one is delivered again, in order. A crash before a commit leaves
+crash every unacknowledged one is delivered again, in order. Ingest is driven as
+``run_acked_session`` drives it: the next batch is handled and sealed before the commit of
+the previous one is written. A crash before a commit leaves
 no trace; a crash after a commit but before the acknowledgement makes the broker deliver
 the batch again, which then counts as duplicates because it is one. So the counters must
 equal those of a crash-free run over the deliveries that were committed, and the store must
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import json
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -70,19 +73,31 @@ async def run(delivered: list[int], batch_sizes: list[int], plan: list[str], tmp
                     writer=store,
                     seq=await load_seq_states(store, db),
                 )
-                while pending:
-                    batch = list(pending)[: next(sizes, 3)]
+                # As run_acked_session does: a batch is handled and sealed while the commit
+                # of the one before is still to be written; that commit is written and its
+                # batch acknowledged before the next is started.
+                handled = 0  # messages at the head of the queue this process has handled
+                inflight: tuple[Callable[[], Awaitable[None]], list[int]] | None = None
+                while True:
+                    batch = list(pending)[handled : handled + next(sizes, 3)]
                     for seq in batch:
                         await ingest.handle(UP, envelope(seq))
-                    step = next(steps, "ok")
-                    if step == "crash_before_commit":
-                        break  # nothing committed, nothing acknowledged
-                    await ingest.commit()
-                    committed += batch
-                    if step == "crash_after_commit":
-                        break  # committed, but the PUBACKs never left
-                    for _ in batch:
-                        pending.popleft()
+                    handled += len(batch)
+                    commit = ingest.seal()
+                    if inflight is not None:
+                        step = next(steps, "ok")
+                        if step == "crash_before_commit":
+                            break  # neither sealed batch written, nothing acknowledged
+                        await inflight[0]()
+                        committed += inflight[1]
+                        if step == "crash_after_commit":
+                            break  # committed, but the PUBACKs never left
+                        for _ in inflight[1]:
+                            pending.popleft()
+                        handled -= len(inflight[1])
+                    inflight = (commit, batch)
+                    if not pending:
+                        break
                 stored = await store.counts()
             if not pending:
                 break
