@@ -52,6 +52,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/influx.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
