@@ -158,6 +158,17 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
     return path
 
 
+def write_influx_settings(tmp: Path, broker: Broker, http_port: int, influx_url: str) -> Path:
+    """:func:`write_settings` with telemetry going to the InfluxDB at ``influx_url``."""
+    path = write_settings(tmp, broker, http_port)
+    path.write_text(
+        path.read_text()
+        + f'influx_url = "{influx_url}"\ninflux_database = "linli"\n'
+        + f'influx_spool_path = "{tmp / "spool.db"}"\n'
+    )
+    return path
+
+
 def start_server(tmp: Path, settings: Path, port: int, *, subscribed: bool = True) -> ServerProc:
     """Start ``linli server``; return once it listens and (``subscribed``) once its ingest is
     subscribed, so that what a test publishes next is not published to nobody."""

@@ -43,7 +43,7 @@ from tests.conftest import (
     run_linli,
     start_server,
     stop,
-    write_settings,
+    write_influx_settings,
 )
 from tests.pipeline import COMMUNITY, site_for, wait_for
 from tests.server.telemetry.test_influx_functional import influxql
@@ -200,12 +200,7 @@ def test_kills_overload_and_broker_stop_lose_nothing_acknowledged(
 ) -> None:
     rng = random.Random(int(os.environ.get("LINLI_TEST_SEED", time.time_ns() % 10_000)))
     http_port = free_port()
-    settings = write_settings(tmp_path, mosquitto, http_port)
-    settings.write_text(
-        settings.read_text()
-        + f'influx_url = "{influxd.url}"\ninflux_database = "linli"\n'
-        + f'influx_spool_path = "{tmp_path / "spool.db"}"\n'
-    )
+    settings = write_influx_settings(tmp_path, mosquitto, http_port, influxd.url)
     done = run_linli("registry", "import", str(registry_with_load_gateway(tmp_path)),
                      "--config", str(settings))  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -34,7 +34,7 @@ from tests.conftest import (
     run_linli,
     start_server,
     stop,
-    write_settings,
+    write_influx_settings,
 )
 
 pytestmark = pytest.mark.functional
@@ -317,12 +317,7 @@ async def test_server_writes_what_it_ingests_to_influxdb(
 ) -> None:
     """Through the server: envelopes on the broker, points in influxd, exactly."""
     http_port = free_port()
-    settings = write_settings(tmp_path, mosquitto, http_port)
-    settings.write_text(
-        settings.read_text()
-        + f'influx_url = "{influxd.url}"\ninflux_database = "linli"\n'
-        + f'influx_spool_path = "{tmp_path / "spool.db"}"\n'
-    )
+    settings = write_influx_settings(tmp_path, mosquitto, http_port, influxd.url)
     done = run_linli("registry", "import", str(DEMO_REGISTRY), "--config", str(settings))
     assert done.returncode == 0, done.stderr
     srv = start_server(tmp_path, settings, http_port)
