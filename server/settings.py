@@ -27,6 +27,7 @@ setting (TOML key)           environment variable            default
 ``timezone``                 ``LINLI_TIMEZONE``              ``Asia/Shanghai`` (local days)
 ``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
 ``http_port``                ``LINLI_HTTP_PORT``             ``8080``
+``signing_key_path``         ``LINLI_SIGNING_KEY_PATH``      ``var/signing-key.pem``
 ===========================  ==============================  ==============================
 """
 
@@ -76,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     http_port: int = 8080
     #: The platform operator's bearer token for gateway management (configs and commands).
     admin_token: str | None = None
+    #: The Ed25519 key that signs configs and commands (made on first start, mode 0600).
+    signing_key_path: str = "var/signing-key.pem"
     #: An escalation-ladder file replacing the shipped alerts/ladders.yaml.
     alert_ladders: str | None = None
     #: Rule thresholds per community / building / device (YAML; docs/alerts.md).
