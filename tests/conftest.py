@@ -172,6 +172,7 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
         f"http_port = {http_port}\n"
         f'signing_key_path = "{SIGNING_KEY_PATH}"\n'
     )
+    path.chmod(0o600)  # tests add admin tokens: the server refuses them in a readable file
     signing_key()  # made before any server process could race to make it
     return path
 

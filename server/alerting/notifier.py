@@ -295,9 +295,7 @@ class Notifier:
                 "Content-Type": "application/json",
                 "X-Linli-Timestamp": str(timestamp),
                 "X-Linli-Delivery": str(delivery.id),
-                "X-Linli-Signature-256": sign_v2(
-                    channel.secret, timestamp, str(delivery.id), body
-                ),
+                "X-Linli-Signature-256": sign_v2(channel.secret, timestamp, str(delivery.id), body),
                 "X-Linli-Signature": sign(channel.secret, body),  # deprecated
             }
             async with http.post(channel.target, data=body, headers=headers) as resp:
