@@ -43,7 +43,7 @@ from collectors.base import Collector
 from collectors.framed import FramedCollector, FramedDevice
 from collectors.local_mqtt import LocalMqttCollector, MqttDevice
 from collectors.modbus import ModbusCollector, ModbusDevice
-from collectors.mqtturl import parse_mqtt_url
+from collectors.mqtturl import parse_mqtt_url, tls_context
 from collectors.profile import FramedProfile, ModbusProfile, MqttProfile, Profile
 from collectors.signed import SignatureError, Verified, public_key_from_text, verify
 from collectors.sim_collector import SimulatorCollector
@@ -233,7 +233,11 @@ class Gateway:
                 async with (
                     asyncio.timeout(OUTPUT_TIMEOUT_S),
                     aiomqtt.Client(
-                        addr.host, addr.port, username=addr.username, password=addr.password
+                        addr.host,
+                        addr.port,
+                        username=addr.username,
+                        password=addr.password,
+                        tls_context=tls_context(addr),
                     ) as client,
                 ):
                     await client.publish(out.mqtt.topic, out.mqtt.payload.encode(), qos=1)

@@ -303,8 +303,10 @@ def _check(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[tuple[
     for name in ("gateway", "community"):
         if not ID_PATTERN.match(getattr(site, name)):
             yield name, f"{getattr(site, name)!r} is not a slug like 'gw-1'"
-    if not site.uplink.url.startswith(("mqtt://", "tcp://")):
-        yield "uplink.url", f"{site.uplink.url!r} must start with mqtt://"
+    try:
+        parse_mqtt_url(site.uplink.url)
+    except ValueError as exc:
+        yield "uplink.url", str(exc)
     for i, text in enumerate(site.uplink.server_keys):
         try:
             public_key_from_text(text)
