@@ -20,7 +20,7 @@ import aiomqtt
 
 from collectors.base import Emit, wall_ms
 from collectors.decode import MqttDecoder
-from collectors.mqtturl import parse_mqtt_url
+from collectors.mqtturl import parse_mqtt_url, tls_context
 from collectors.profile import MqttProfile
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
@@ -137,6 +137,7 @@ class LocalMqttCollector:
                         username=self.address.username,
                         password=self.address.password,
                         identifier=self.client_id,
+                        tls_context=tls_context(self.address),
                     ) as client:
                         for topic_filter in self.session.filters:
                             await client.subscribe(topic_filter, qos=1)

@@ -43,12 +43,21 @@ from collectors.base import Collector
 from collectors.framed import FramedCollector, FramedDevice
 from collectors.local_mqtt import LocalMqttCollector, MqttDevice
 from collectors.modbus import ModbusCollector, ModbusDevice
-from collectors.mqtturl import parse_mqtt_url
+from collectors.mqtturl import parse_mqtt_url, tls_context
 from collectors.profile import FramedProfile, ModbusProfile, MqttProfile, Profile
+from collectors.signed import SignatureError, Verified, public_key_from_text, verify
 from collectors.sim_collector import SimulatorCollector
 from collectors.simulators import make_simulator
 from collectors.tracker import DeviceTracker
-from collectors.wire import POLL_OK_PREFIX, Event, Item, Reading, WireError, decode_command
+from collectors.wire import (
+    POLL_OK_PREFIX,
+    Event,
+    Item,
+    Reading,
+    WireError,
+    decode_command,
+    topic_for,
+)
 from collectors.yamlconf import ConfigError
 from gateway.edge import Action, Decision, EdgeRules
 from gateway.queue import DiskQueue
@@ -71,6 +80,10 @@ _encode = msgspec.json.Encoder().encode
 TICK_S = 0.5
 #: The remote configuration last applied, kept in the state directory.
 REMOTE_CONFIG_FILE = "remote-config.json"
+#: Nonces of the commands acted on, kept until they expire (no replay across a restart).
+NONCES_FILE = "command-nonces.json"
+#: How far the gateway's clock may be behind the server's for a command's expiry.
+CLOCK_SKEW_MS = 60_000
 OUTPUT_TIMEOUT_S = 5.0
 
 
@@ -170,6 +183,7 @@ class Gateway:
         self._poll_seen: dict[str, tuple[int, int]] = {}
         self._started = time.monotonic()
         self._failure: asyncio.Future[None] | None = None
+        self._nonces: dict[str, int] = {}
 
     # --- items ---------------------------------------------------------------------
 
@@ -219,7 +233,11 @@ class Gateway:
                 async with (
                     asyncio.timeout(OUTPUT_TIMEOUT_S),
                     aiomqtt.Client(
-                        addr.host, addr.port, username=addr.username, password=addr.password
+                        addr.host,
+                        addr.port,
+                        username=addr.username,
+                        password=addr.password,
+                        tls_context=tls_context(addr),
                     ) as client,
                 ):
                     await client.publish(out.mqtt.topic, out.mqtt.payload.encode(), qos=1)
@@ -311,13 +329,74 @@ class Gateway:
     async def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.endswith("/config"):
             if payload:  # an empty retained message clears it: nothing to apply
-                reply = await self.apply_config(payload)
-                await self.uplink.reply(_encode(reply))
+                await self.uplink.reply(_encode(await self.signed_config(topic, payload)))
         elif topic.endswith("/cmd"):
-            await self.uplink.reply(_encode(await self.command(payload)))
+            await self.uplink.reply(_encode(await self.signed_command(topic, payload)))
 
-    async def apply_config(self, payload: bytes, *, persist: bool = True) -> dict[str, Any]:
-        """Check and apply a remote config; the ack to send (``ok`` false keeps the old one)."""
+    def _verify(self, topic: str, payload: bytes) -> Verified:
+        keys = [public_key_from_text(k) for k in self.site.uplink.server_keys]
+        return verify(payload, topic, keys, now=_now_ms(), skew_ms=CLOCK_SKEW_MS)
+
+    async def signed_config(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """A config from the broker: applied only if the server signed it for this topic."""
+        try:
+            signed = self._verify(topic, payload)
+        except SignatureError as exc:
+            log.error("remote config on %s refused: %s", topic, exc)  # noqa: TRY400
+            return {"type": "config", "ok": False, "version": None,
+                    "running": self.site.config_version, "t": _now_ms(),
+                    "error": f"refused: {exc}"}  # fmt: skip
+        return await self.apply_config(signed.body, saved=payload)
+
+    async def signed_command(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """A command from the broker: acted on only if the server signed it for this topic,
+        it has not expired, and its nonce was never seen (remembered across restarts)."""
+        now = _now_ms()
+        try:
+            signed = self._verify(topic, payload)
+        except SignatureError as exc:
+            # Unauthenticated: its id is not to be trusted, so the answer names none.
+            log.error("command on %s refused: %s", topic, exc)  # noqa: TRY400
+            return {"id": None, "ok": False, "error": f"refused: {exc}", "t": now}
+        cmd_id = None
+        with contextlib.suppress(msgspec.DecodeError, AttributeError):
+            cmd_id = msgspec.json.decode(signed.body).get("id")
+        problem = None
+        if signed.expires is None:
+            problem = "a command must carry an expiry"
+        elif signed.nonce in self._nonces:
+            problem = "replayed: this command was already received"
+        if problem is not None:
+            log.error("command %s on %s refused: %s", cmd_id, topic, problem)
+            return {"id": cmd_id, "ok": False, "error": f"refused: {problem}", "t": now}
+        assert signed.expires is not None
+        self._nonces = {n: e for n, e in self._nonces.items() if e + CLOCK_SKEW_MS >= now}
+        self._nonces[signed.nonce] = signed.expires
+        await asyncio.to_thread(self._save_nonces)  # before acting: a crash cannot replay it
+        return await self.command(signed.body)
+
+    def _load_nonces(self) -> dict[str, int]:
+        path = self.state_dir / NONCES_FILE
+        try:
+            return {str(k): int(v) for k, v in msgspec.json.decode(path.read_bytes()).items()}
+        except FileNotFoundError:
+            return {}
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError) as exc:
+            log.error("%s unreadable (%s): commands received before are forgotten", path, exc)  # noqa: TRY400
+            return {}
+
+    def _save_nonces(self) -> None:
+        path = self.state_dir / NONCES_FILE
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(_encode(self._nonces))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    async def apply_config(self, payload: bytes, *, saved: bytes | None = None) -> dict[str, Any]:
+        """Check and apply a remote config (its verified body); the ack to send (``ok``
+        false keeps the old one). ``saved``: the signed message, kept for the next start."""
         running = self.site.config_version
         try:
             site = parse_remote(payload, self.site, self.profiles)
@@ -336,8 +415,8 @@ class Gateway:
             return {"type": "config", "ok": True, "version": running, "running": running,
                     "result": "already running", "t": _now_ms()}  # fmt: skip
         notes = await self._switch(site)
-        if persist:
-            await asyncio.to_thread(self._save_remote, payload)
+        if saved is not None:
+            await asyncio.to_thread(self._save_remote, saved)
         log.info("remote config version %d applied", site.config_version)
         return {"type": "config", "ok": True, "version": site.config_version,
                 "running": site.config_version, "result": "; ".join(notes) or "applied",
@@ -433,7 +512,14 @@ class Gateway:
         if not path.exists():
             return
         payload = await asyncio.to_thread(path.read_bytes)
-        reply = await self.apply_config(payload, persist=False)
+        topic = topic_for(self.site.uplink.prefix, self.site.community, self.site.gateway,
+                          "config")  # fmt: skip
+        try:
+            signed = self._verify(topic, payload)
+        except SignatureError as exc:
+            log.error("the saved remote config %s is not applied: %s", path, exc)  # noqa: TRY400
+            return
+        reply = await self.apply_config(signed.body)
         if not reply["ok"]:
             log.error("the saved remote config %s no longer applies: %s", path, reply["error"])
 
@@ -442,6 +528,7 @@ class Gateway:
         await self.queue.open()
         self._failure = asyncio.get_running_loop().create_future()
         where = f"{self.site.community}-{self.site.gateway}"
+        self._nonces = await asyncio.to_thread(self._load_nonces)
         await self._load_saved_config()
         if self.queue.pending:
             log.info("%s: %d items waiting in the queue from before", where, self.queue.pending)

@@ -63,6 +63,7 @@ from collectors.profile import (
     load_profiles,
     profile_events,
 )
+from collectors.signed import public_key_from_text
 from collectors.wire import DEFAULT_TOPIC_PREFIX, ID_PATTERN, REMOTE_SECTIONS, DeviceKind
 from collectors.yamlconf import ConfigError, load_yaml, load_yaml_text
 from gateway.edge import EdgeConfig
@@ -95,10 +96,16 @@ class _Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class UplinkConfig(_Conf, frozen=True):
-    """The central broker: ``mqtt://[user:pass@]host[:port]`` and the topic prefix."""
+    """The central broker: ``mqtt://[user:pass@]host[:port]`` and the topic prefix.
+
+    ``server_keys``: the server's Ed25519 public keys (``linli keys public`` prints one);
+    configs and commands are acted on only when signed by one of them (collectors/signed.py).
+    Empty: remote management is off and every config or command is refused.
+    """
 
     url: str
     prefix: str = DEFAULT_TOPIC_PREFIX
+    server_keys: list[str] = []
 
 
 class BatchConfig(_Conf, frozen=True):
@@ -296,8 +303,15 @@ def _check(site: SiteConfig, profiles: Mapping[str, Profile]) -> Iterator[tuple[
     for name in ("gateway", "community"):
         if not ID_PATTERN.match(getattr(site, name)):
             yield name, f"{getattr(site, name)!r} is not a slug like 'gw-1'"
-    if not site.uplink.url.startswith(("mqtt://", "tcp://")):
-        yield "uplink.url", f"{site.uplink.url!r} must start with mqtt://"
+    try:
+        parse_mqtt_url(site.uplink.url)
+    except ValueError as exc:
+        yield "uplink.url", str(exc)
+    for i, text in enumerate(site.uplink.server_keys):
+        try:
+            public_key_from_text(text)
+        except ValueError as exc:
+            yield f"uplink.server_keys[{i}]", str(exc)
     b = site.batch
     if b.max_items < 1 or b.max_bytes < 1024 or b.max_age_ms < 0:
         yield "batch", "max_items >= 1, max_bytes >= 1024 and max_age_ms >= 0 are required"

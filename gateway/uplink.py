@@ -33,7 +33,7 @@ from typing import Final, Literal
 
 import aiomqtt
 
-from collectors.mqtturl import parse_mqtt_url
+from collectors.mqtturl import parse_mqtt_url, tls_context
 from collectors.wire import GatewayStatus, encode_status, topic_for
 from gateway.queue import Batch, DiskQueue
 from gateway.site import SiteConfig
@@ -129,6 +129,7 @@ class Uplink:
                     password=addr.password,
                     identifier=f"linli-gw-{self.site.community}-{self.site.gateway}",
                     will=will,
+                    tls_context=tls_context(addr),
                     keepalive=30,
                 ) as client:
                     await client.publish(

@@ -10,6 +10,8 @@
                                               database/buckets, retention, hourly roll-ups
     linli gateways config|command|show …      manage gateways through the server's API
     linli tokens create ORG [--label L]       an organisation's API token (printed once)
+    linli keys public                         the public key gateways verify configs and
+                                              commands with (uplink.server_keys)
 
 Exit status: 0 success, 1 failure at run time, 2 bad usage or bad configuration (the message
 names the file, line and key).
@@ -27,8 +29,10 @@ import time
 from pathlib import Path
 
 from alerts.ladders import LadderError
+from collectors.signed import public_key_text
 from collectors.yamlconf import ConfigError
 from server.gateways.cli import add_gateways_parser, run_gateways
+from server.gateways.signing import SigningKeyError, load_or_create_signing_key
 from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
 from server.store.db import open_database
@@ -89,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         help="1.x: also recompute the hourly roll-ups of the last N days now",
     )
     add_gateways_parser(sub)
+
+    k = sub.add_parser("keys", help="the server's signing key for gateway configs and commands")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kp = ksub.add_parser("public", help="print the public key for uplink.server_keys")
+    kp.add_argument("--config", type=Path, help="settings TOML (for signing_key_path)")
 
     t = sub.add_parser("tokens", help="organisations' API tokens")
     tsub = t.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
@@ -197,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
         if args.command == "tokens":
             return asyncio.run(_create_token(args.org, args.label, load_settings(args.config)))
+        if args.command == "keys":
+            key = load_or_create_signing_key(Path(load_settings(args.config).signing_key_path))
+            print(public_key_text(key.public_key()))
+            return 0
         if args.command == "gateways":
             return asyncio.run(run_gateways(args, load_settings(args.config)))
         if args.command == "influx":
             return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
-    except (ConfigError, LadderError) as exc:
+    except (ConfigError, LadderError, SigningKeyError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except OSError as exc:

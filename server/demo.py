@@ -24,6 +24,8 @@ from typing import Any, Final
 import msgspec
 import yaml
 
+from collectors.signed import public_key_text
+from server.gateways.signing import load_or_create_signing_key
 from server.serving import serve, stop_on_signals
 from server.settings import load_settings
 from server.store.db import open_database
@@ -136,7 +138,15 @@ async def run_demo(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(
             settings, database_url=f"sqlite+aiosqlite:///{state_dir / 'linli.db'}"
         )
-    settings = msgspec.structs.replace(settings, telemetry_path=str(state_dir / "telemetry.db"))
+    settings = msgspec.structs.replace(
+        settings,
+        telemetry_path=str(state_dir / "telemetry.db"),
+        signing_key_path=str(state_dir / "signing-key.pem"),
+    )
+    # The demo's gateways take configs and commands signed by this server, as real ones do.
+    server_key = public_key_text(
+        load_or_create_signing_key(Path(settings.signing_key_path)).public_key()
+    )
     registry_path = args.registry or DEMO_REGISTRY
     reg = load_registry(registry_path)
     stop = asyncio.Event()
@@ -161,6 +171,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for name, site in site_configs(
             reg, settings.mqtt_url, settings.mqtt_prefix, state_dir, args.seed
         ).items():
+            site["uplink"]["server_keys"] = [server_key]
             path = sites_dir / name
             text = yaml.safe_dump(site, allow_unicode=True, sort_keys=False)
             path.write_text(text)

@@ -27,13 +27,16 @@ setting (TOML key)           environment variable            default
 ``timezone``                 ``LINLI_TIMEZONE``              ``Asia/Shanghai`` (local days)
 ``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
 ``http_port``                ``LINLI_HTTP_PORT``             ``8080``
+``signing_key_path``         ``LINLI_SIGNING_KEY_PATH``      ``var/signing-key.pem``
 ===========================  ==============================  ==============================
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal
@@ -76,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     http_port: int = 8080
     #: The platform operator's bearer token for gateway management (configs and commands).
     admin_token: str | None = None
+    #: The Ed25519 key that signs configs and commands (made on first start, mode 0600).
+    signing_key_path: str = "var/signing-key.pem"
     #: An escalation-ladder file replacing the shipped alerts/ladders.yaml.
     alert_ladders: str | None = None
     #: Rule thresholds per community / building / device (YAML; docs/alerts.md).
@@ -112,6 +117,7 @@ def load_settings(
             raise ConfigError.one(source, None, "", f"cannot read: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError.one(source, None, "", f"not valid TOML: {exc}") from exc
+        _refuse_readable_secrets(path, data, source)
     known = set(Settings.__struct_fields__)
     for key, value in environ.items():
         if key.startswith(_ENV_PREFIX) and key[len(_ENV_PREFIX) :].lower() in known:
@@ -163,6 +169,30 @@ def load_settings(
     if not 0 <= settings.http_port <= 65535:
         raise ConfigError.one(source, None, "http_port", f"{settings.http_port} is not a port")
     return settings
+
+
+#: Keys whose value is a secret, and URL keys that may carry a password.
+_SECRET_KEYS: Final = ("admin_token", "influx_token", "influx_password")
+_URL_KEYS: Final = ("mqtt_url", "smtp_url", "database_url")
+
+
+def _refuse_readable_secrets(path: Path, data: Mapping[str, object], source: str) -> None:
+    """A settings file that holds a secret must not be readable by everyone (issue 13)."""
+    if not path.stat().st_mode & stat.S_IROTH:
+        return
+    held = [k for k in _SECRET_KEYS if data.get(k)]
+    held += [k for k in _URL_KEYS if isinstance(data.get(k), str) and _has_password(str(data[k]))]
+    if held:
+        raise ConfigError.one(
+            source, None, held[0],
+            f"holds a secret ({', '.join(held)}) but everyone may read the file: "
+            f"chmod o-r {path} (or pass secrets as LINLI_* environment variables)",
+        )  # fmt: skip
+
+
+def _has_password(url: str) -> bool:
+    netloc = urllib.parse.urlsplit(url).netloc
+    return "@" in netloc and ":" in netloc.rsplit("@", 1)[0]
 
 
 def worker_share(settings: Settings) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -20,9 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from collectors.signed import public_key_text
+from server.gateways.signing import load_or_create_signing_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_REGISTRY = ROOT / "server" / "demo_data" / "shancheng.yaml"
+#: The signing key every test server uses (made once per run), so that a test's gateway
+#: sites can name its public key in uplink.server_keys and tests can sign as the server does.
+SIGNING_KEY_PATH = Path(tempfile.mkdtemp(prefix="linli-test-key-")) / "signing-key.pem"
+
+
+def signing_key() -> Ed25519PrivateKey:
+    return load_or_create_signing_key(SIGNING_KEY_PATH)
+
+
+def server_public_key() -> str:
+    return public_key_text(signing_key().public_key())
 
 
 def free_port() -> int:
@@ -154,7 +170,10 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
         f'database_url = "sqlite+aiosqlite:///{tmp / "linli.db"}"\n'
         f'telemetry_path = "{tmp / "telemetry.db"}"\n'
         f"http_port = {http_port}\n"
+        f'signing_key_path = "{SIGNING_KEY_PATH}"\n'
     )
+    path.chmod(0o600)  # tests add admin tokens: the server refuses them in a readable file
+    signing_key()  # made before any server process could race to make it
     return path
 
 

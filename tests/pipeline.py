@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, Broker, ServerProc, linli
+from tests.conftest import ROOT, Broker, ServerProc, linli, server_public_key
 
 COMMUNITY = "meihuayuan"
 
@@ -53,7 +53,7 @@ def site_for(tmp: Path, broker: Broker, seed: int = 3, **extra: Any) -> Path:
         "gateway": "gw-1",
         "community": COMMUNITY,
         "state_dir": str(tmp / "gw-state"),
-        "uplink": {"url": broker.url},
+        "uplink": {"url": broker.url, "server_keys": [server_public_key()]},
         "batch": {"max_age_ms": 300},
         "collectors": [
             {

@@ -2,8 +2,12 @@
 
 Channels (``org_channels``, declared per organisation in the registry):
 
-* ``webhook``: ``POST`` the alert JSON with ``X-Linli-Signature: sha256=<hex>``, the
-  HMAC-SHA256 of the body under the organisation's secret (DESIGN.md, "Webhook delivery").
+* ``webhook``: ``POST`` the alert JSON with ``X-Linli-Timestamp`` (Unix seconds of the
+  attempt), ``X-Linli-Delivery`` (the delivery id) and ``X-Linli-Signature-256:
+  sha256=<hex>``, the HMAC-SHA256 under the organisation's secret of
+  ``<timestamp>.<delivery id>.<body>`` (the scheme Stripe's and GitHub's receivers know), so a
+  captured request cannot be replayed later or twice (docs/alerts.md has the receiver's
+  check). ``X-Linli-Signature`` (the body alone) is still sent, deprecated, for one release.
   2xx is delivered; anything else, or no answer within the timeout, is retried.
 * ``robot``: a group-chat robot webhook of the kind WeCom (企业微信) and DingTalk (钉钉) use:
   ``{"msgtype": "text", "text": {"content": …}}`` with a Chinese one-line summary; their
@@ -45,7 +49,7 @@ from sqlalchemy import select, update
 from server.store import models
 from server.store.db import Database
 
-__all__ = ["Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign"]
+__all__ = ["Notifier", "NotifyPolicy", "SmtpTarget", "mail", "robot_text", "sign", "sign_v2"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +88,14 @@ def _now_ms() -> int:
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The ``X-Linli-Signature`` header value for ``body``."""
+    """The deprecated ``X-Linli-Signature`` header value for ``body`` (replayable)."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_v2(secret: str, timestamp: int, delivery: str, body: bytes) -> str:
+    """The ``X-Linli-Signature-256`` header value: over ``timestamp.delivery.body``."""
+    signed = f"{timestamp}.{delivery}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def robot_text(message: dict[str, Any]) -> str:
@@ -280,10 +290,13 @@ class Notifier:
         """Send once; (HTTP status or None, error or "")."""
         body = delivery.body.encode()
         if channel.kind == "webhook":
+            timestamp = int(time.time())  # each attempt signs afresh
             headers = {
                 "Content-Type": "application/json",
-                "X-Linli-Signature": sign(channel.secret, body),
+                "X-Linli-Timestamp": str(timestamp),
                 "X-Linli-Delivery": str(delivery.id),
+                "X-Linli-Signature-256": sign_v2(channel.secret, timestamp, str(delivery.id), body),
+                "X-Linli-Signature": sign(channel.secret, body),  # deprecated
             }
             async with http.post(channel.target, data=body, headers=headers) as resp:
                 await resp.read()

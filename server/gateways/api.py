@@ -167,7 +167,8 @@ async def put_config(request: web.Request) -> web.Response:
         await session.flush()  # a second publisher of the same version fails here, not later
         topic = topic_for(settings.mqtt_prefix, community, gateway, "config")
         try:
-            await link.publish(topic, payload.encode(), retain=True)
+            # Retained for the gateway's next start: no expiry; its version orders it.
+            await link.publish_signed(topic, payload.encode(), retain=True, expires=None)
         except BrokerUnavailableError as exc:
             raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
     log.info("config version %d published to %s/%s", version, community, gateway)
@@ -245,7 +246,8 @@ async def post_command(request: web.Request) -> web.Response:
         command = Command(id=row.id, op=req.op, device=req.device, expires=row.expires_t, sent=now)
         topic = topic_for(settings.mqtt_prefix, community, gateway, "cmd")
         try:
-            await link.publish(topic, encode_command(command), retain=False)
+            await link.publish_signed(topic, encode_command(command), retain=False,
+                                      expires=row.expires_t)  # fmt: skip
         except BrokerUnavailableError as exc:
             raise json_error(web.HTTPServiceUnavailable, str(exc)) from None
     log.info("command %s %s sent to %s/%s", row.id, req.op, community, gateway)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Final
 
 import aiomqtt
 
+from collectors.signed import sign
 from collectors.wire import WireError, decode_ack, parse_topic
+from server.gateways.signing import load_or_create_signing_key
 from server.ingest.session import run_session
 from server.settings import Settings
 from server.store import models
@@ -39,6 +42,8 @@ class GatewayLink:
     def __init__(self, settings: Settings, db: Database) -> None:
         self._settings = settings
         self._db = db
+        #: Signs every config and command (:meth:`publish_signed`).
+        self.signing_key = load_or_create_signing_key(Path(settings.signing_key_path))
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.acks = 0
@@ -69,6 +74,13 @@ class GatewayLink:
             await client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             raise BrokerUnavailableError(f"the broker did not take the message: {exc}") from exc
+
+    async def publish_signed(
+        self, topic: str, body: bytes, *, retain: bool, expires: int | None
+    ) -> None:
+        """``body`` signed for ``topic`` (collectors/signed.py), published as :meth:`publish`."""
+        await self.publish(topic, sign(self.signing_key, topic, body, expires=expires),
+                           retain=retain)  # fmt: skip
 
     async def record_ack(self, topic: str, payload: bytes) -> None:
         """Store one answer on the config version or command it answers."""

@@ -47,6 +47,9 @@ __all__ = ["Ingest", "IngestStats", "Reason", "Rejected"]
 
 log = logging.getLogger(__name__)
 
+#: Where rejects of messages whose topic names no registered gateway are counted.
+UNREGISTERED: Final = "unregistered"
+
 REGISTRY_RELOAD_MIN_S: Final = 5.0
 RECENT_REJECTS: Final = 50
 #: How much of a rejected payload is kept for the API (enough to see what it was).
@@ -99,6 +102,9 @@ class IngestStats:
     #: Commits made durable (each ends a batch of messages; then they are acknowledged).
     commits: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Rejects per registered gateway (by the message's topic); the rest under "unregistered",
+    #: so that nobody publishing junk topics grows this.
+    rejected_by_gateway: dict[str, collections.Counter[str]] = field(default_factory=dict)
     recent_rejects: collections.deque[Rejected] = field(
         default_factory=lambda: collections.deque(maxlen=RECENT_REJECTS)
     )
@@ -295,9 +301,20 @@ class Ingest:
         excerpt = payload[:REJECT_EXCERPT_BYTES].decode("utf-8", "replace")
         rejected = Rejected(topic, reason, detail, excerpt, _now_ms())
         self.stats.rejected[reason.value] += 1
+        by = self.stats.rejected_by_gateway
+        by.setdefault(self._gateway_of(topic), collections.Counter())[reason.value] += 1
         self.stats.recent_rejects.append(rejected)
         log.warning("rejected uplink message on %s: %s: %s", topic, reason.value, detail)
         return rejected
+
+    def _gateway_of(self, topic: str) -> str:
+        try:
+            addr = parse_topic(self.prefix, topic)
+        except WireError:
+            return UNREGISTERED
+        if (addr.community, addr.gateway) not in self._registry.gateways:
+            return UNREGISTERED
+        return f"{addr.community}/{addr.gateway}"
 
     def stats_json(self) -> dict[str, Any]:
         """The counters as the API shows them."""
@@ -313,7 +330,16 @@ class Ingest:
             "rejected_total": sum(self.stats.rejected.values()),
             "recent_rejects": [r.as_json() for r in self.stats.recent_rejects],
             "gateways": {
-                f"{c}/{g}": {"high": s.high, "gaps": s.gaps, "duplicates": s.duplicates}
+                f"{c}/{g}": {
+                    "high": s.high,
+                    "gaps": s.gaps,
+                    "duplicates": s.duplicates,
+                    "jumps": s.jumps,
+                    "rejected": dict(self.stats.rejected_by_gateway.get(f"{c}/{g}", {})),
+                }
                 for (c, g), s in sorted(self.seq.items())
+            },
+            "rejected_by_gateway": {
+                key: dict(counts) for key, counts in sorted(self.stats.rejected_by_gateway.items())
             },
         }

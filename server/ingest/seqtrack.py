@@ -12,6 +12,15 @@ for a duplicate, because a gateway sends its backlog in order.
 Invariants: ``gaps`` = numbers below ``high`` never seen (within what the window could tell);
 an envelope is accepted at most once per gateway while its number is in the window.
 
+**A jump is held, not adopted** (issue 13). A number more than :data:`JUMP` above the high
+mark (a forged or corrupt ``seq``, e.g. 10^12) would otherwise move the window there, and the
+gateway's real envelopes would all be taken for duplicates. Such an envelope is accepted
+(its number remembered, so that it is accepted once) and counted in ``jumps``, but the high
+mark stays. Only when :data:`CONFIRM` consecutive numbers have come from up there, with none
+of the gateway's ordinary ones in between, is the jump adopted: the window moves up and the
+numbers skipped count as gaps. A real gateway that jumped (a restored state directory) is
+thus followed after a few envelopes; a forger racing a live gateway never is.
+
 The whole state is saved with the telemetry it accounts for (:meth:`SeqState.to_bytes`, in
 the same transaction), so after a crash it is exactly what it was for the messages the store
 holds, and the messages after them, which the broker delivers again, count as they would
@@ -22,16 +31,22 @@ below ``high`` as seen.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 
-__all__ = ["WINDOW", "SeqState", "SeqVerdict"]
+__all__ = ["CONFIRM", "JUMP", "WINDOW", "SeqState", "SeqVerdict"]
 
 #: How far below the high mark a late envelope can still be told from a duplicate.
 WINDOW: Final = 4096
 _MASK: Final = (1 << WINDOW) - 1
+#: How far above the high mark a number is taken as the gateway's next without question.
+JUMP: Final = WINDOW
+#: Consecutive numbers from beyond a jump, and none ordinary between, that adopt it.
+CONFIRM: Final = 3
+#: Numbers from beyond a jump remembered, so that each is accepted once.
+_AHEAD_KEPT: Final = 64
 
 
 class _Mark(msgspec.Struct, array_like=True, frozen=True):
@@ -40,6 +55,9 @@ class _Mark(msgspec.Struct, array_like=True, frozen=True):
     gaps: int
     duplicates: int
     floor: int
+    jumps: int = 0
+    ahead: list[int] = []
+    run: int = 0
 
 
 _MARK_ENCODER: Final = msgspec.msgpack.Encoder()
@@ -64,6 +82,12 @@ class SeqState:
     #: The first number seen: gaps are counted from here up, so a late number below it
     #: (out-of-order first contact) is new but fills no counted gap.
     floor: int = 0
+    #: Envelopes numbered beyond a jump (held, not adopted).
+    jumps: int = 0
+    #: Numbers accepted from beyond a jump, oldest first (at most _AHEAD_KEPT).
+    ahead: list[int] = field(default_factory=list)
+    #: How many of the latest ``ahead`` are consecutive with no ordinary number between.
+    run: int = 0
 
     @classmethod
     def restored(cls, high: int, gaps: int, duplicates: int) -> SeqState:
@@ -79,6 +103,9 @@ class SeqState:
                 self.gaps,
                 self.duplicates,
                 self.floor,
+                self.jumps,
+                self.ahead,
+                self.run,
             )
         )
 
@@ -90,18 +117,19 @@ class SeqState:
         except msgspec.DecodeError as exc:
             raise ValueError(f"not a sequence mark: {exc}") from exc
         seen = int.from_bytes(mark.seen, "little") & _MASK
-        return cls(mark.high, seen, mark.gaps, mark.duplicates, mark.floor)
+        return cls(mark.high, seen, mark.gaps, mark.duplicates, mark.floor, mark.jumps,
+                   list(mark.ahead), mark.run)  # fmt: skip
 
     def offer(self, seq: int) -> SeqVerdict:
         """Record ``seq``; say whether its envelope is new or a duplicate."""
         if self.high is None:
             self.high, self.seen, self.floor = seq, 1, seq
             return SeqVerdict.NEW
+        if seq > self.high + JUMP:
+            return self._beyond(seq)
+        self.run = 0  # an ordinary number: whatever came from beyond is not confirmed
         if seq > self.high:
-            shift = seq - self.high
-            self.gaps += shift - 1
-            self.seen = ((self.seen << shift) | 1) & _MASK if shift < WINDOW else 1
-            self.high = seq
+            self._advance(seq)
             return SeqVerdict.NEW
         back = self.high - seq
         if back < WINDOW and not self.seen >> back & 1:
@@ -111,3 +139,26 @@ class SeqState:
             return SeqVerdict.NEW
         self.duplicates += 1
         return SeqVerdict.DUPLICATE
+
+    def _beyond(self, seq: int) -> SeqVerdict:
+        """A number more than :data:`JUMP` above the high mark (see the module docstring)."""
+        if seq in self.ahead:
+            self.duplicates += 1
+            return SeqVerdict.DUPLICATE
+        self.jumps += 1
+        self.run = self.run + 1 if self.ahead and self.run and seq == self.ahead[-1] + 1 else 1
+        self.ahead = [*self.ahead, seq][-_AHEAD_KEPT:]
+        if self.run >= CONFIRM:
+            # Adopted: the window moves up to the run, whose numbers count as seen.
+            run = self.ahead[-self.run :]
+            self.ahead, self.run = self.ahead[: -len(run)], 0
+            for number in run:
+                self._advance(number)
+        return SeqVerdict.NEW
+
+    def _advance(self, seq: int) -> None:
+        assert self.high is not None
+        shift = seq - self.high
+        self.gaps += shift - 1
+        self.seen = ((self.seen << shift) | 1) & _MASK if shift < WINDOW else 1
+        self.high = seq

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collectors.mqtturl import parse_mqtt_url
+from collectors.mqtturl import parse_mqtt_url, tls_context
 from server.settings import Settings
 
 __all__ = [
@@ -68,6 +68,7 @@ async def run_session(
                 password=addr.password,
                 identifier=identifier,
                 clean_session=False,
+                tls_context=tls_context(addr),
             ) as client:
                 for topic in subscriptions:
                     await client.subscribe(topic, qos=1)
@@ -172,6 +173,9 @@ async def run_acked_session(
     if addr.username is not None:
         client.username_pw_set(addr.username, addr.password)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    context = tls_context(addr)
+    if context is not None:
+        client.tls_set_context(context)
 
     def on_connect(c: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any) -> None:
         if reason.is_failure:

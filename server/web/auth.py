@@ -4,6 +4,7 @@ how an API token is stored (its digest, never the token itself)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 from aiohttp import web
@@ -27,3 +28,11 @@ def bearer_token(request: web.Request, what: str = "token") -> str:
             headers={"WWW-Authenticate": 'Bearer realm="linli"'},
         )
     return token
+
+
+def is_operator(request: web.Request, admin_token: str | None) -> bool:
+    """Whether the request carries the operator's admin token (never raises)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if admin_token is None or scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(token.encode(), admin_token.encode())

@@ -22,10 +22,12 @@ from server.keys import (
     INGEST,
     LIVE,
     MQTT_CONNECTED,
+    SETTINGS,
     STREAMS,
     TELEMETRY,
 )
 from server.store import models
+from server.web.auth import is_operator
 from server.web.http_json import json_error
 
 __all__ = ["add_routes"]
@@ -139,8 +141,14 @@ async def _close_streams(app: web.Application) -> None:
 
 
 async def ingest_stats(request: web.Request) -> web.Response:
-    """Ingest counters: envelopes, items, duplicates, gaps, rejects by reason."""
-    return web.json_response(request.app[INGEST].stats_json())
+    """Ingest counters: envelopes, items, duplicates, gaps, rejects by reason. The excerpts
+    of rejected payloads (which may hold what a device should never have sent, a plate or a
+    phone number) only for the operator's admin token."""
+    stats = request.app[INGEST].stats_json()
+    if not is_operator(request, request.app[SETTINGS].admin_token):
+        for rejected in stats["recent_rejects"]:
+            rejected["excerpt"] = None
+    return web.json_response(stats)
 
 
 async def telemetry_counts(request: web.Request) -> web.Response:

@@ -26,7 +26,8 @@ import aiomqtt
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Broker, ServerProc, linli, server_on, stop
+from collectors.signed import sign
+from tests.conftest import ROOT, Broker, ServerProc, linli, server_on, signing_key, stop
 from tests.pipeline import (
     COMMUNITY,
     get_json,
@@ -239,11 +240,14 @@ async def test_disk_budget_thins_readings_keeps_every_event_and_reports_drops(
 
 
 async def _exchange(broker: Broker, topic: str, payload: bytes, *, retain: bool) -> dict[str, Any]:
-    """Publish to a gateway topic and return its next reply on cmd/ack."""
+    """Publish to a gateway topic, signed as the server signs, and return its next reply on
+    cmd/ack."""
     base = f"linli/v1/{COMMUNITY}/gw-1"
+    expires = None if topic == "config" else int(time.time() * 1000) + 60_000
+    signed = sign(signing_key(), f"{base}/{topic}", payload, expires=expires)
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-admin") as client:
         await client.subscribe(f"{base}/cmd/ack", qos=1)
-        await client.publish(f"{base}/{topic}", payload, qos=1, retain=retain)
+        await client.publish(f"{base}/{topic}", signed, qos=1, retain=retain)
         async with asyncio.timeout(15):
             async for message in client.messages:
                 payload = message.payload

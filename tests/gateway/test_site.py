@@ -98,7 +98,7 @@ def test_unit_id_range_and_bad_local_url(tmp_path: Path) -> None:
     )
     assert problems(path) == [
         "16: collectors[0].devices[1].unit: a unit id is 1..247",
-        "31: collectors[3].url: MQTT URL 'http://127.0.0.1' must start with mqtt://",
+        "31: collectors[3].url: MQTT URL 'http://127.0.0.1' must start with mqtt:// or mqtts://",
     ]
 
 

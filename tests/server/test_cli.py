@@ -42,7 +42,7 @@ def test_gateway_bad_site_configs_are_all_reported(tmp_path: Path) -> None:
     out = run_linli("gateway", "--config", str(a), "--config", str(b))
     assert out.returncode == 2
     assert f"{a}:9: collectors[0].devices[0].kind: Invalid enum value 'lift'" in out.stderr
-    assert f"{b}:5: uplink.url: 'http://x' must start with mqtt://" in out.stderr
+    assert f"{b}:5: uplink.url: MQTT URL 'http://x' must start with mqtt://" in out.stderr
 
 
 def test_unknown_command_and_missing_arguments() -> None:

@@ -44,6 +44,28 @@ def test_bad_settings_are_named(
         load_settings(toml, env)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'admin_token = "0123456789abcdef-secret"\n',
+        'influx_password = "p"\n',
+        'mqtt_url = "mqtt://server:s3cret@broker:1883"\n',
+        'smtp_url = "smtps://alerts:pw@mail.example:465"\n',
+    ],
+)
+def test_a_file_everyone_may_read_must_not_hold_secrets(tmp_path: Path, text: str) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text(text)
+    toml.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"everyone may read the file: chmod o-r"):
+        load_settings(toml, {})
+    toml.chmod(0o640)  # the service's group may read it
+    load_settings(toml, {})
+    toml.write_text('mqtt_url = "mqtt://server@broker:1883"\nhttp_port = 9000\n')
+    toml.chmod(0o644)  # no secret in it: readable is fine
+    load_settings(toml, {})
+
+
 def test_missing_settings_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: cannot read"):
         load_settings(tmp_path / "nope.toml", {})

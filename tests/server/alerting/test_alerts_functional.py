@@ -483,6 +483,7 @@ async def test_two_server_workers_open_once_and_escalate_once(
     port2 = free_port()
     settings2.write_text(first.settings.read_text().replace(f"http_port = {first.port}",
                                                             f"http_port = {port2}"))  # fmt: skip
+    settings2.chmod(0o600)
     second = start_server(tmp_path, settings2, port2)
     workers = [first, second]
     try:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import select
@@ -128,3 +129,73 @@ async def test_robots_webhooks_dead_letters_and_no_head_of_line_blocking(db: Dat
     assert all(not a.ok for i in (hanging, dead, refused) for a in by_delivery[i])
     assert rows[rob].delivered_t is not None
     assert (notifier.sent, notifier.dead) == (2, 3)
+
+
+def documented_check(clock_offset_s: float = 0.0) -> Any:
+    """The receiver's check exactly as docs/alerts.md prints it, its clock moved by
+    ``clock_offset_s`` (how a replay minutes later looks to the receiver)."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "alerts.md").read_text()
+    code = text.split("**Checking a webhook**", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/alerts.md", "exec"), namespace)
+    namespace["time"] = type("Clock", (), {"time": staticmethod(lambda: time.time() +
+                                                                clock_offset_s)})  # fmt: skip
+    return namespace["check_webhook"]
+
+
+async def test_a_captured_webhook_replayed_twice_or_later_is_not_acted_on(db: Database) -> None:
+    """Issue 13: the signature covers timestamp, delivery id and body; the documented
+    receiver check acts on a delivery once and refuses it 6 minutes later."""
+    secret = "w" * 16
+    check = documented_check()
+    seen: set[str] = set()
+    acted: list[bytes] = []
+    captured: list[tuple[bytes, dict[str, str]]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        captured.append((body, dict(request.headers)))
+        verdict = check(secret, request.headers, body, seen)
+        if verdict == "ok":
+            acted.append(body)
+        return web.Response(status=200 if verdict in ("ok", "duplicate") else 401, text=verdict)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/hook"
+    delivery = await add(db, "org-hook", "webhook", url, secret)
+    notifier = Notifier(db, policy=NotifyPolicy(max_attempts=3, backoff_min_s=0.1,
+                                                backoff_max_s=0.2, timeout_s=1.0))  # fmt: skip
+    task = asyncio.create_task(notifier.run())
+    try:
+        for _ in range(100):
+            if acted:
+                break
+            await asyncio.sleep(0.05)
+        assert len(acted) == 1
+        body, headers = captured[0]
+        assert headers["X-Linli-Delivery"] == str(delivery)
+        replay = {k: headers[k] for k in headers if k.startswith("X-Linli")}
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):  # replayed at once, twice
+                async with http.post(url, data=body, headers=replay) as resp:
+                    assert (resp.status, await resp.text()) == (200, "duplicate")
+            # A body changed under the captured signature.
+            forged = body.replace(b'"trapped"', b'"gate_forced"')
+            async with http.post(url, data=forged, headers=replay) as resp:
+                assert (resp.status, await resp.text()) == (401, "bad signature")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+    assert len(acted) == 1
+    # Six minutes later, at a receiver that has forgotten the id (restarted): still refused.
+    later = documented_check(clock_offset_s=360)
+    assert later(secret, replay, body, set()) == "stale timestamp"
+    # The deprecated header is still sent for one release.
+    assert headers["X-Linli-Signature"] == sign(secret, body)

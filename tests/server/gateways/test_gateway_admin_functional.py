@@ -113,9 +113,15 @@ async def test_configs_and_commands_through_the_api_reach_the_gateway_and_its_an
         assert (ack["ok"], ack["running"]) == (False, 2)
         assert "'el-1-1' is not a gate on this gateway" in ack["message"]
 
-        # A command acts on site: the relay topic gets "unlock", the answer says done.
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-relay") as relay_c:
+        # A command acts on site: the relay topic gets "unlock", the answer says done. A spy
+        # on the broker captures the signed command on its way.
+        cmd_topic = f"linli/v1/{COMMUNITY}/gw-1/cmd"
+        async with (
+            aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-relay") as relay_c,
+            aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-spy") as spy,
+        ):
             await relay_c.subscribe(relay, qos=1)
+            await spy.subscribe(cmd_topic, qos=1)
             unlock = {"op": "unlock", "device": "gt-north"}
             status, cmd = call(srv, "POST", f"{BASE}/commands", unlock)
             assert status == 202, cmd
@@ -123,9 +129,46 @@ async def test_configs_and_commands_through_the_api_reach_the_gateway_and_its_an
             assert cmd["expires_t"] - cmd["sent_t"] == 60_000
             async with asyncio.timeout(10):
                 message = await anext(aiter(relay_c.messages))
+                captured = await anext(aiter(spy.messages))
             assert message.payload == b"unlock"
-        done = await asyncio.to_thread(answered, srv, f"{BASE}/commands/{cmd['id']}", lambda b: b)
-        assert (done["ack"]["ok"], done["ack"]["message"]) == (True, "done")
+            done = await asyncio.to_thread(
+                answered, srv, f"{BASE}/commands/{cmd['id']}", lambda b: b
+            )
+            assert (done["ack"]["ok"], done["ack"]["message"]) == (True, "done")
+
+            # Issue 13's attacks, by a client the broker let in: an unsigned unlock, the
+            # captured one replayed, claimed for another gateway, tampered with; a forged config.
+            assert isinstance(captured.payload, bytes)
+            other = f"linli/v1/{COMMUNITY}/gw-2/cmd"
+            attacks = [
+                (cmd_topic, json.dumps({"id": "x-1", **unlock}).encode(), "not a signed message"),
+                (cmd_topic, captured.payload, "replayed"),
+                (cmd_topic, captured.payload.replace(cmd_topic.encode(), other.encode()),
+                 "signed for 'linli/v1/meihuayuan/gw-2/cmd'"),
+                (cmd_topic, captured.payload.replace(b"gt-north", b"gt-south"),
+                 "does not verify"),
+                (f"linli/v1/{COMMUNITY}/gw-1/config", b'{"config_version": 9}',
+                 "not a signed message"),
+            ]  # fmt: skip
+            async with aiomqtt.Client(
+                "127.0.0.1", mosquitto.port, identifier="test-attacker"
+            ) as attacker:
+                await attacker.subscribe(f"linli/v1/{COMMUNITY}/gw-1/cmd/ack", qos=1)
+                answers = aiter(attacker.messages)
+                for topic, payload, why in attacks:
+                    await attacker.publish(topic, payload, qos=1, retain=topic.endswith("config"))
+                    async with asyncio.timeout(10):
+                        reply = await anext(answers)
+                    assert isinstance(reply.payload, bytes)
+                    answer = json.loads(reply.payload)
+                    assert answer["ok"] is False, answer
+                    assert why in answer["error"], (why, answer)
+            await asyncio.sleep(1)
+            with pytest.raises(TimeoutError):  # no relay moved after the legitimate unlock
+                async with asyncio.timeout(0.5):
+                    await anext(aiter(relay_c.messages))
+        log_text = log.read_text()
+        assert "command on linli/v1/meihuayuan/gw-1/cmd refused: not a signed message" in log_text
 
         # The gateway's own refusal comes back as the result: an elevator cannot be unlocked.
         status, cmd = call(srv, "POST", f"{BASE}/commands", {"op": "unlock", "device": "el-1-1"})

@@ -80,3 +80,41 @@ async def test_ingest_stores_state_dedupes_and_picks_up_new_devices(tmp_path: Pa
         ingest._reloaded_at = float("-inf")  # as if the reload interval had passed
         assert await ingest.handle(UP, env(4, lane(T0, False, dev="fl-9"))) is None
         assert ingest.stats_json()["rejected"] == {"unknown_device": 1}
+
+
+async def test_a_forged_jump_does_not_silence_the_gateway_and_rejects_are_per_gateway(
+    tmp_path: Path,
+) -> None:
+    """Issue 13's attack in process: one forged envelope numbered 10^12 for gw-1, then the
+    real gateway's next 406 items all stored; misrouted envelopes counted against the
+    gateway whose topic they used, junk topics under "unregistered"."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    async with open_database(url) as db, open_sqlite_store(tmp_path / "t.db") as store:
+        async with db.session() as s:
+            await import_registry(s, load_registry(DEMO_REGISTRY))
+            index = await load_registry_index(s)
+
+        async def load() -> RegistryIndex:
+            return index
+
+        ingest = Ingest(
+            prefix="linli/v1", registry=index, load_registry=load, live=LiveState(), writer=store
+        )
+        for seq in range(5):
+            assert await ingest.handle(UP, env(seq, lane(T0 + seq, True))) is None
+        assert await ingest.handle(UP, env(10**12, lane(T0 - 1, False))) is None  # forged
+        for seq in range(5, 411):
+            assert await ingest.handle(UP, env(seq, lane(T0 + seq, seq % 2 == 0))) is None
+        await ingest.commit()
+        assert await store.counts() == {"meihuayuan/fl-1": {"readings": 412, "events": 0}}
+        mark = ingest.stats_json()["gateways"]["meihuayuan/gw-1"]
+        assert (mark["high"], mark["gaps"], mark["duplicates"], mark["jumps"]) == (410, 0, 0, 1)
+
+        # The envelope of another community on gw-1's topic; junk on a made-up gateway.
+        other = env(411, lane(T0, True), community="longzhu-baihe")
+        assert (await ingest.handle(UP, other)).reason == "topic_mismatch"  # type: ignore[union-attr]
+        junk = await ingest.handle("linli/v1/nowhere/gw-x/up", b"{}")
+        assert junk is not None
+        stats = ingest.stats_json()
+        assert stats["gateways"]["meihuayuan/gw-1"]["rejected"] == {"topic_mismatch": 1}
+        assert set(stats["rejected_by_gateway"]) == {"meihuayuan/gw-1", "unregistered"}

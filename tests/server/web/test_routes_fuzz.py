@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
 from server.app import create_app
 from server.settings import Settings
@@ -213,6 +218,37 @@ def test_a_wrong_method_is_405_with_allow(served: tuple[ServerProc, str]) -> Non
     assert "GET" in (resp.getheader("Allow") or "")
     assert json.loads(resp.read())["error"]
     conn.close()
+
+
+def test_reject_excerpts_are_for_the_operator_only(served: tuple[ServerProc, str]) -> None:
+    """Issue 13: a rejected payload may hold what a device should never have sent."""
+    srv, org_token = served
+    port = int(re.search(r"mqtt://127.0.0.1:(\d+)", srv.settings.read_text())[1])  # type: ignore[index]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-leaky-device")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        leak = b'{"v": 1, "plate": "\xe6\xb5\x99A12345", "phone": "13800138000"}'
+        client.publish("linli/v1/meihuayuan/gw-1/up", leak, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+    def rejects(token: str | None) -> list[dict[str, Any]]:
+        status, answer = request(srv.port, "GET", "/api/ingest", None, token)
+        assert status == 200
+        found: list[dict[str, Any]] = json.loads(answer)["recent_rejects"]
+        return found
+
+    deadline = time.monotonic() + 10
+    while not rejects(ADMIN) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any("13800138000" in (r["excerpt"] or "") for r in rejects(ADMIN))
+    for token in (None, org_token, "x" * 30):
+        seen = rejects(token)
+        assert seen
+        assert all(r["excerpt"] is None for r in seen)
+        assert "13800138000" not in json.dumps(seen)
 
 
 def test_server_log_has_no_tracebacks(served: tuple[ServerProc, str]) -> None:
