@@ -10,6 +10,9 @@
                                               database/buckets, retention, hourly roll-ups
     linli gateways config|command|show …      manage gateways through the server's API
     linli tokens create ORG [--label L]       an organisation's API token (printed once)
+    linli gateways provision C G [--rotate] [--site F]   a gateway's MQTT account
+    linli broker user server|feed [ORG] [--rotate]      the server's or a feed's account
+    linli broker write                        mosquitto's password and ACL files, reloaded
     linli keys public                         the public key gateways verify configs and
                                               commands with (uplink.server_keys)
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from alerts.ladders import LadderError
 from collectors.signed import public_key_text
 from collectors.yamlconf import ConfigError
+from server.gateways.broker_auth import BrokerAuthError, provision, write_broker_files
 from server.gateways.cli import add_gateways_parser, run_gateways
 from server.gateways.signing import SigningKeyError, load_or_create_signing_key
 from server.serving import serve, stop_on_signals
@@ -94,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_gateways_parser(sub)
 
+    b = sub.add_parser("broker", help="broker accounts and mosquitto's password and ACL files")
+    bsub = b.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
+    bu = bsub.add_parser("user", help="the server's or an organisation feed's account")
+    bu.add_argument("role", choices=["server", "feed"])
+    bu.add_argument("org", nargs="?", help="the organisation (feed)")
+    bu.add_argument("--rotate", action="store_true", help="replace its password")
+    bu.add_argument("--config", type=Path, help="settings TOML")
+    bw = bsub.add_parser("write", help="rewrite the files from the registry and reload")
+    bw.add_argument("--config", type=Path, help="settings TOML")
+
     k = sub.add_parser("keys", help="the server's signing key for gateway configs and commands")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     kp = ksub.add_parser("public", help="print the public key for uplink.server_keys")
@@ -114,10 +128,30 @@ async def _serve_until_signal(settings: Settings) -> None:
         await serve(settings, stop)
 
 
+async def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.broker_command == "user" and (args.role == "feed") != (args.org is not None):
+        raise ConfigError.one("broker user", None, "org", "a feed needs ORG; the server none")
+    async with open_database(settings.database_url) as db, db.session(write=True) as session:
+        creds = None
+        if args.broker_command == "user":
+            creds = await provision(session, args.role, org=args.org, rotate=args.rotate)
+            await session.flush()
+        written = await write_broker_files(session, settings)
+    if creds is not None:
+        print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
+    if written is None:
+        print("broker_auth_dir is not set: no broker files written", file=sys.stderr)
+        return 0 if creds is not None else 2
+    print(f"broker files written to {written}")
+    return 0
+
+
 async def _registry_import(path: Path, settings: Settings) -> int:
     reg = load_registry(path)
     async with open_database(settings.database_url) as db, db.session(write=True) as session:
         counts = await import_registry(session, reg)
+        await session.flush()
+        await write_broker_files(session, settings)  # gateways gone lose their access
     print(
         f"{path}: {len(reg.communities)} communities, {len(reg.organisations)} organisations, "
         f"{len(reg.contracts)} contracts; records created {counts.created}, "
@@ -206,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
         if args.command == "tokens":
             return asyncio.run(_create_token(args.org, args.label, load_settings(args.config)))
+        if args.command == "broker":
+            return asyncio.run(_broker(args, load_settings(args.config)))
         if args.command == "keys":
             key = load_or_create_signing_key(Path(load_settings(args.config).signing_key_path))
             print(public_key_text(key.public_key()))
@@ -214,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_gateways(args, load_settings(args.config)))
         if args.command == "influx":
             return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
-    except (ConfigError, LadderError, SigningKeyError) as exc:
+    except (ConfigError, LadderError, SigningKeyError, BrokerAuthError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except OSError as exc:

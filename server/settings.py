@@ -28,6 +28,8 @@ setting (TOML key)           environment variable            default
 ``http_host``                ``LINLI_HTTP_HOST``             ``127.0.0.1``
 ``http_port``                ``LINLI_HTTP_PORT``             ``8080``
 ``signing_key_path``         ``LINLI_SIGNING_KEY_PATH``      ``var/signing-key.pem``
+``broker_auth_dir``          ``LINLI_BROKER_AUTH_DIR``       (none: broker accounts off)
+``broker_pid_file``          ``LINLI_BROKER_PID_FILE``       (none: no SIGHUP)
 ===========================  ==============================  ==============================
 """
 
@@ -81,6 +83,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin_token: str | None = None
     #: The Ed25519 key that signs configs and commands (made on first start, mode 0600).
     signing_key_path: str = "var/signing-key.pem"
+    #: Where mosquitto's password and ACL files are written (None: broker accounts off).
+    broker_auth_dir: str | None = None
+    #: mosquitto's pid file: it is sent SIGHUP to re-read the files after each change.
+    broker_pid_file: str | None = None
     #: An escalation-ladder file replacing the shipped alerts/ladders.yaml.
     alert_ladders: str | None = None
     #: Rule thresholds per community / building / device (YAML; docs/alerts.md).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,14 @@ from typing import Any
 import aiohttp
 import yaml
 
+from collectors.mqtturl import parse_mqtt_url
+from collectors.signed import public_key_text
 from collectors.wire import COMMAND_OPS
 from collectors.yamlconf import ConfigError
+from server.gateways.broker_auth import provision, write_broker_files
+from server.gateways.signing import load_or_create_signing_key
 from server.settings import Settings
+from server.store.db import open_database
 
 __all__ = ["add_gateways_parser", "run_gateways"]
 
@@ -54,6 +60,13 @@ def add_gateways_parser(sub: Any) -> None:
     s = gsub.add_parser("show", help="config versions, their answers and recent commands")
     s.add_argument("community")
     s.add_argument("gateway")
+    p = gsub.add_parser("provision", help="the gateway's MQTT account (password shown once)")
+    p.add_argument("community")
+    p.add_argument("gateway")
+    p.add_argument("--rotate", action="store_true", help="replace its password")
+    p.add_argument("--site", type=Path, help="write a site-config skeleton here (mode 0600)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883",
+                   help="the broker URL the gateway uses (for the skeleton)")  # fmt: skip
 
 
 def _load_config_file(path: Path) -> Any:
@@ -107,6 +120,8 @@ async def _wait_for_ack(api: _Api, path: str, pick: Any, wait: float) -> int:
 
 async def run_gateways(args: argparse.Namespace, settings: Settings) -> int:
     """Run one ``linli gateways`` action."""
+    if args.gateways_command == "provision":
+        return await _provision(args, settings)
     if not settings.admin_token:
         raise ConfigError.one("settings", None, "admin_token", "is not set (LINLI_ADMIN_TOKEN)")
     base = args.server or f"http://127.0.0.1:{settings.http_port}"
@@ -157,3 +172,37 @@ async def run_gateways(args: argparse.Namespace, settings: Settings) -> int:
         except aiohttp.ClientError as exc:
             print(f"linli gateways: cannot reach the server at {base}: {exc}", file=sys.stderr)
             return 1
+
+
+async def _provision(args: argparse.Namespace, settings: Settings) -> int:
+    """Make (or rotate) the gateway's broker account, rewrite the broker's files, print the
+    password once and, with ``--site``, write a site-config skeleton that uses it."""
+    async with open_database(settings.database_url) as db, db.session(write=True) as session:
+        creds = await provision(session, "gateway", community=args.community,
+                                gateway=args.gateway, rotate=args.rotate)  # fmt: skip
+        await session.flush()
+        written = await write_broker_files(session, settings)
+    print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
+    if written is None:
+        print("broker_auth_dir is not set: no broker files written", file=sys.stderr)
+    if args.site is not None:
+        broker = parse_mqtt_url(args.broker)
+        scheme = "mqtts" if broker.tls else "mqtt"
+        key = load_or_create_signing_key(Path(settings.signing_key_path)).public_key()
+        skeleton = {
+            "version": 1, "gateway": args.gateway, "community": args.community,
+            "state_dir": f"/var/lib/linli/{args.community}-{args.gateway}",
+            "uplink": {"url": f"{scheme}://{creds.username}:{creds.password}@"
+                              f"{broker.host}:{broker.port}",
+                       "server_keys": [public_key_text(key)]},
+            "collectors": [],
+        }  # fmt: skip
+        fd = os.open(args.site, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                "# Site config skeleton from `linli gateways provision`: add collectors,\n"
+                "# outputs and edge settings (docs/gateway.md). It holds the password.\n"
+            )
+            yaml.safe_dump(skeleton, f, allow_unicode=True, sort_keys=False)
+        print(f"site skeleton written to {args.site}")
+    return 0

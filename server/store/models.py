@@ -368,3 +368,19 @@ class ApiToken(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     label: Mapped[str] = mapped_column(String(200), default="")
     created_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class BrokerUser(Base):
+    """An MQTT account on the broker (issue 13): a gateway's, the server's, or an
+    organisation's alert feed. The password is kept only as the broker's own hash
+    (mosquitto's PBKDF2-SHA512 ``$7$`` form), so the broker file can be regenerated."""
+
+    __tablename__ = "broker_users"
+
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # gateway, server, feed
+    community_id: Mapped[str | None] = mapped_column(String(64))
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
+    org_id: Mapped[str | None] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_t: Mapped[int] = mapped_column(BigInteger)
