@@ -34,12 +34,17 @@ from pathlib import Path
 from alerts.ladders import LadderError
 from collectors.signed import public_key_text
 from collectors.yamlconf import ConfigError
-from server.gateways.broker_auth import BrokerAuthError, provision, write_broker_files
+from server.gateways.broker_auth import (
+    BrokerAuthError,
+    BrokerReloadError,
+    provision,
+    write_broker_files,
+)
 from server.gateways.cli import add_gateways_parser, run_gateways
 from server.gateways.signing import SigningKeyError, load_or_create_signing_key
 from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
-from server.store.db import open_database
+from server.store.db import Database, open_database
 from server.store.registry import import_registry, load_registry
 
 __all__ = ["main"]
@@ -131,18 +136,25 @@ async def _serve_until_signal(settings: Settings) -> None:
 async def _broker(args: argparse.Namespace, settings: Settings) -> int:
     if args.broker_command == "user" and (args.role == "feed") != (args.org is not None):
         raise ConfigError.one("broker user", None, "org", "a feed needs ORG; the server none")
-    async with open_database(settings.database_url) as db, db.session(write=True) as session:
-        creds = None
+    async with open_database(settings.database_url) as db:
         if args.broker_command == "user":
-            creds = await provision(session, args.role, org=args.org, rotate=args.rotate)
-            await session.flush()
-        written = await write_broker_files(session, settings)
-    if creds is not None:
-        print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
+            async with db.session(write=True) as session:
+                creds = await provision(session, args.role, org=args.org, rotate=args.rotate)
+            print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
+        return await write_and_reload(db, settings)
+
+
+async def write_and_reload(db: Database, settings: Settings) -> int:
+    """Rewrite the broker's files from SQL and reload it; 1 (with the reason) if it could
+    not be reloaded, 0 otherwise."""
+    async with db.session() as session:
+        try:
+            written = await write_broker_files(session, settings)
+        except BrokerReloadError as exc:
+            print(f"linli: {exc}", file=sys.stderr)
+            return 1
     if written is None:
         print("broker_auth_dir is not set: no broker files written", file=sys.stderr)
-        return 0 if creds is not None else 2
-    print(f"broker files written to {written}")
     return 0
 
 
@@ -150,14 +162,15 @@ async def _registry_import(path: Path, settings: Settings) -> int:
     reg = load_registry(path)
     async with open_database(settings.database_url) as db, db.session(write=True) as session:
         counts = await import_registry(session, reg)
-        await session.flush()
-        await write_broker_files(session, settings)  # gateways gone lose their access
     print(
         f"{path}: {len(reg.communities)} communities, {len(reg.organisations)} organisations, "
         f"{len(reg.contracts)} contracts; records created {counts.created}, "
         f"updated {counts.updated}, unchanged {counts.unchanged}"
     )
-    return 0
+    if settings.broker_auth_dir is None:
+        return 0
+    async with open_database(settings.database_url) as db:
+        return await write_and_reload(db, settings)  # gateways gone lose their access
 
 
 async def _create_token(org: str, label: str, settings: Settings) -> int:

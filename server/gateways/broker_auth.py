@@ -41,6 +41,7 @@ from server.store import models
 __all__ = [
     "SERVER_USER",
     "BrokerAuthError",
+    "BrokerReloadError",
     "Credentials",
     "gateway_user",
     "hash_password",
@@ -59,6 +60,10 @@ Role = Literal["gateway", "server", "feed"]
 
 class BrokerAuthError(Exception):
     """An account cannot be made or the broker files cannot be written; says why."""
+
+
+class BrokerReloadError(BrokerAuthError):
+    """The files were written but mosquitto could not be told to re-read them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ def _write_files(folder: Path, passwords: str, acl: str, pid_file: str | None) -
             pid = int(Path(pid_file).read_text().strip())
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as exc:
-            raise BrokerAuthError(
+            raise BrokerReloadError(
                 f"broker files written to {folder}, but mosquitto was not told to reload "
                 f"({pid_file}: {exc}); send it SIGHUP"
             ) from None

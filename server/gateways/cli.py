@@ -29,7 +29,7 @@ from collectors.mqtturl import parse_mqtt_url
 from collectors.signed import public_key_text
 from collectors.wire import COMMAND_OPS
 from collectors.yamlconf import ConfigError
-from server.gateways.broker_auth import provision, write_broker_files
+from server.gateways.broker_auth import BrokerReloadError, provision, write_broker_files
 from server.gateways.signing import load_or_create_signing_key
 from server.settings import Settings
 from server.store.db import open_database
@@ -177,14 +177,19 @@ async def run_gateways(args: argparse.Namespace, settings: Settings) -> int:
 async def _provision(args: argparse.Namespace, settings: Settings) -> int:
     """Make (or rotate) the gateway's broker account, rewrite the broker's files, print the
     password once and, with ``--site``, write a site-config skeleton that uses it."""
-    async with open_database(settings.database_url) as db, db.session(write=True) as session:
-        creds = await provision(session, "gateway", community=args.community,
-                                gateway=args.gateway, rotate=args.rotate)  # fmt: skip
-        await session.flush()
-        written = await write_broker_files(session, settings)
-    print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
-    if written is None:
-        print("broker_auth_dir is not set: no broker files written", file=sys.stderr)
+    async with open_database(settings.database_url) as db:
+        async with db.session(write=True) as session:
+            creds = await provision(session, "gateway", community=args.community,
+                                    gateway=args.gateway, rotate=args.rotate)  # fmt: skip
+        print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
+        status = 0
+        async with db.session() as session:
+            try:
+                if await write_broker_files(session, settings) is None:
+                    print("broker_auth_dir is not set: no broker files written", file=sys.stderr)
+            except BrokerReloadError as exc:
+                print(f"linli: {exc}", file=sys.stderr)
+                status = 1
     if args.site is not None:
         broker = parse_mqtt_url(args.broker)
         scheme = "mqtts" if broker.tls else "mqtt"
@@ -205,4 +210,4 @@ async def _provision(args: argparse.Namespace, settings: Settings) -> int:
             )
             yaml.safe_dump(skeleton, f, allow_unicode=True, sort_keys=False)
         print(f"site skeleton written to {args.site}")
-    return 0
+    return status
