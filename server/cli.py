@@ -44,6 +44,7 @@ from server.gateways.cli import add_gateways_parser, run_gateways
 from server.gateways.signing import SigningKeyError, load_or_create_signing_key
 from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
+from server.store import audit
 from server.store.db import Database, open_database
 from server.store.registry import import_registry, load_registry
 
@@ -140,6 +141,9 @@ async def _broker(args: argparse.Namespace, settings: Settings) -> int:
         if args.broker_command == "user":
             async with db.session(write=True) as session:
                 creds = await provision(session, args.role, org=args.org, rotate=args.rotate)
+                audit.record(session, actor=audit.cli_actor(), address=audit.CLI_ADDRESS,
+                             action="broker_user", target=creds.username,
+                             detail={"rotate": args.rotate})  # fmt: skip
             print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
         return await write_and_reload(db, settings)
 
@@ -162,6 +166,9 @@ async def _registry_import(path: Path, settings: Settings) -> int:
     reg = load_registry(path)
     async with open_database(settings.database_url) as db, db.session(write=True) as session:
         counts = await import_registry(session, reg)
+        audit.record(session, actor=audit.cli_actor(), address=audit.CLI_ADDRESS,
+                     action="registry_import", target=str(path),
+                     detail={"created": counts.created, "updated": counts.updated})  # fmt: skip
     print(
         f"{path}: {len(reg.communities)} communities, {len(reg.organisations)} organisations, "
         f"{len(reg.contracts)} contracts; records created {counts.created}, "
@@ -185,6 +192,8 @@ async def _create_token(org: str, label: str, settings: Settings) -> int:
             models.ApiToken(sha256=token_digest(token), org_id=org, label=label,
                             created_t=time.time_ns() // 1_000_000)
         )  # fmt: skip
+        audit.record(session, actor=audit.cli_actor(), address=audit.CLI_ADDRESS,
+                     action="token_created", target=org, detail={"label": label})  # fmt: skip
     print(token)
     return 0
 

@@ -32,7 +32,7 @@ from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server.alerting.service import alert_json, timeline
 from server.keys import ALERTS, DATABASE, SETTINGS
-from server.store import models
+from server.store import audit, models
 from server.web.auth import bearer_token, token_digest
 from server.web.http_json import int_param, json_error, path_id
 
@@ -186,6 +186,11 @@ async def post_transition(request: web.Request) -> web.Response:
         )
     except TransitionError as exc:
         raise json_error(web.HTTPConflict, str(exc)) from None
+    # Its own transaction, after the transition's (which the alert service owns).
+    async with request.app[DATABASE].session(write=True) as session:
+        audit.record(session, actor=caller.org, address=request.remote or "unknown",
+                     action="alert_transition", target=f"alert/{row.id}",
+                     detail={"to": req.to, "note": req.note, "evidence": req.evidence})  # fmt: skip
     return web.json_response(alert_json(updated))
 
 
@@ -237,14 +242,38 @@ async def post_maintenance(request: web.Request) -> web.Response:
                                        org_id=caller.org, note=req.note,
                                        created_t=alerts.clock())  # fmt: skip
         session.add(row)
+        audit.record(session, actor=caller.org, address=request.remote or "unknown",
+                     action="maintenance", target=f"{req.community}/{req.device}",
+                     detail={"day": day.isoformat(), "note": req.note})  # fmt: skip
     await alerts.check_dates(only=(req.community, req.device))
     body = {"id": row.id, "community": req.community, "device": req.device,
             "day": day.isoformat(), "org": caller.org, "note": req.note}  # fmt: skip
     return web.json_response(body, status=201)
 
 
+async def list_audit(request: web.Request) -> web.Response:
+    """The audit log, newest first: everything for the operator's token, an organisation's
+    own actions for its token."""
+    caller = await _caller(request)
+    since = int_param(request, "since", 0, 0, MAX_T)
+    until = int_param(request, "until", MAX_T, 0, MAX_T)
+    limit = int_param(request, "limit", 100, 1, 1000)
+    query = select(models.AuditEntry).where(
+        models.AuditEntry.t >= since, models.AuditEntry.t < until
+    )
+    if caller.org is not None:
+        query = query.where(models.AuditEntry.actor == caller.org)
+    query = query.order_by(models.AuditEntry.id.desc()).limit(limit)
+    async with request.app[DATABASE].session() as session:
+        rows = (await session.scalars(query)).all()
+    return web.json_response({"entries": [
+        {"id": r.id, "t": r.t, "actor": r.actor, "address": r.address, "action": r.action,
+         "target": r.target, "detail": json.loads(r.detail)} for r in rows]})  # fmt: skip
+
+
 def add_alert_routes(app: web.Application) -> None:
     """Register the alert routes."""
+    app.router.add_get("/api/audit", list_audit)
     app.router.add_post("/api/maintenance", post_maintenance)
     app.router.add_get("/api/alerts", list_alerts)
     app.router.add_get("/api/alerts/{id}", get_alert)

@@ -43,7 +43,7 @@ from collectors.wire import (
 from server.gateways.link import BrokerUnavailableError
 from server.keys import DATABASE, GATEWAY_LINK, LIVE, SETTINGS
 from server.settings import Settings
-from server.store import models
+from server.store import audit, models
 from server.store.db import Database
 from server.web.auth import bearer_token
 from server.web.http_json import int_param, json_error
@@ -165,6 +165,9 @@ async def put_config(request: web.Request) -> web.Response:
         )
         session.add(row)
         await session.flush()  # a second publisher of the same version fails here, not later
+        audit.record(session, actor="operator", address=request.remote or "unknown",
+                     action="gateway_config", target=f"{community}/{gateway}",
+                     detail={"version": version, "config": body})  # fmt: skip
         topic = topic_for(settings.mqtt_prefix, community, gateway, "config")
         try:
             # Retained for the gateway's next start: no expiry; its version orders it.
@@ -243,6 +246,9 @@ async def post_command(request: web.Request) -> web.Response:
         )
         session.add(row)
         await session.flush()
+        audit.record(session, actor="operator", address=request.remote or "unknown",
+                     action="gateway_command", target=f"{community}/{gateway}",
+                     detail={"id": row.id, "op": req.op, "device": req.device})  # fmt: skip
         command = Command(id=row.id, op=req.op, device=req.device, expires=row.expires_t, sent=now)
         topic = topic_for(settings.mqtt_prefix, community, gateway, "cmd")
         try:

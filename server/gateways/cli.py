@@ -32,6 +32,7 @@ from collectors.yamlconf import ConfigError
 from server.gateways.broker_auth import BrokerReloadError, provision, write_broker_files
 from server.gateways.signing import load_or_create_signing_key
 from server.settings import Settings
+from server.store import audit
 from server.store.db import open_database
 
 __all__ = ["add_gateways_parser", "run_gateways"]
@@ -181,6 +182,9 @@ async def _provision(args: argparse.Namespace, settings: Settings) -> int:
         async with db.session(write=True) as session:
             creds = await provision(session, "gateway", community=args.community,
                                     gateway=args.gateway, rotate=args.rotate)  # fmt: skip
+            audit.record(session, actor=audit.cli_actor(), address=audit.CLI_ADDRESS,
+                         action="gateway_provisioned", target=creds.username,
+                         detail={"rotate": args.rotate})  # fmt: skip
         print(f"username: {creds.username}\npassword: {creds.password}  (shown once)")
         status = 0
         async with db.session() as session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     Date,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -30,6 +32,7 @@ __all__ = [
     "AlertTimer",
     "AlertTransition",
     "ApiToken",
+    "AuditEntry",
     "Base",
     "CentreCommunity",
     "Community",
@@ -384,3 +387,32 @@ class BrokerUser(Base):
     org_id: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(300))
     created_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """One change made through the API or the CLI (issue 13): who, when, from where, what.
+    Append-only: on SQLite, triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    t: Mapped[int] = mapped_column(BigInteger, index=True)
+    #: An organisation's id, ``operator`` (the admin token) or ``cli:<user>``.
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    #: The client's address (HTTP), or ``local`` (CLI).
+    address: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(300))
+    #: What changed, as JSON.
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+for _verb in ("UPDATE", "DELETE"):
+    event.listen(
+        AuditEntry.__table__,
+        "after_create",
+        DDL(  # type: ignore[no-untyped-call]
+            f"CREATE TRIGGER audit_log_no_{_verb.lower()} BEFORE {_verb} ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        ).execute_if(dialect="sqlite"),
+    )

@@ -8,9 +8,11 @@ without being fuzzed fails :func:`test_every_route_is_fuzzed`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -57,6 +59,7 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("GET", "/api/communities/{community}/gateways/uptime", ("since", "until")),
     ("GET", "/api/alerts", ("community", "rule", "severity", "state", "since", "until", "limit")),
     ("GET", "/api/alerts/{id}", ()),
+    ("GET", "/api/audit", ("since", "until", "limit")),
     ("POST", "/api/alerts/{id}/transitions", ()),
     ("POST", "/api/maintenance", ()),
     ("PUT", "/api/gateways/{community}/{gateway}/config", ()),
@@ -249,6 +252,42 @@ def test_reject_excerpts_are_for_the_operator_only(served: tuple[ServerProc, str
         assert seen
         assert all(r["excerpt"] is None for r in seen)
         assert "13800138000" not in json.dumps(seen)
+
+
+def test_changes_are_audited_append_only_and_each_org_reads_its_own(
+    served: tuple[ServerProc, str],
+) -> None:
+    """Issue 13, item 7: CLI and API changes recorded with who, when, where and what."""
+    srv, org_token = served
+    visit = {"community": "meihuayuan", "device": "el-1-1", "note": "例行保养"}
+    status, answer = request(srv.port, "POST", "/api/maintenance", json.dumps(visit).encode(),
+                             org_token)  # fmt: skip
+    assert status == 201, answer
+
+    def entries(token: str | None) -> list[dict[str, Any]]:
+        status, answer = request(srv.port, "GET", "/api/audit?limit=1000", None, token)
+        assert status == 200, answer
+        found: list[dict[str, Any]] = json.loads(answer)["entries"]
+        return found
+
+    everything = entries(ADMIN)
+    actions = {(e["action"], e["actor"].split(":")[0]) for e in everything}
+    assert {("registry_import", "cli"), ("token_created", "cli"),
+            ("maintenance", "pc-anju")} <= actions  # fmt: skip
+    mine = entries(org_token)
+    assert mine
+    assert {e["actor"] for e in mine} == {"pc-anju"}
+    [visit_entry] = [e for e in mine if e["action"] == "maintenance"]
+    assert visit_entry["address"] == "127.0.0.1"
+    assert visit_entry["detail"]["note"] == "例行保养"
+    assert request(srv.port, "GET", "/api/audit", None, None)[0] == 401
+    # Append-only, even to someone with the database file in hand.
+    db_file = re.search(r'database_url = "sqlite\+aiosqlite:///(.+)"', srv.settings.read_text())
+    assert db_file
+    with contextlib.closing(sqlite3.connect(db_file[1])) as db:
+        for sql in ("UPDATE audit_log SET actor = 'nobody'", "DELETE FROM audit_log"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute(sql)
 
 
 def test_server_log_has_no_tracebacks(served: tuple[ServerProc, str]) -> None:
