@@ -103,6 +103,19 @@ def _start_mosquitto(tmp: Path, port: int, *, persist: bool = False) -> subproce
     return proc
 
 
+def start_mosquitto_conf(tmp: Path, port: int, settings: str) -> subprocess.Popen[bytes]:
+    """mosquitto on loopback ``port`` with ``settings`` (lines of its configuration) added,
+    running as this user (as root it would switch to one who cannot read ``tmp``)."""
+    conf = tmp / f"mosquitto-{port}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nuser {getpass.getuser()}\n{settings}")
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen(
+        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_port(port)
+    return proc
+
+
 @pytest.fixture
 def persistent_mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A mosquitto that keeps sessions across a restart (for outage tests)."""

@@ -7,13 +7,11 @@ log line; a client without a certificate is refused by the broker."""
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import ipaddress
-import json
-import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import (
     DEMO_REGISTRY,
@@ -31,12 +30,12 @@ from tests.conftest import (
     free_port,
     linli,
     run_linli,
+    start_mosquitto_conf,
     start_server,
     stop,
-    wait_port,
     write_settings,
 )
-from tests.pipeline import COMMUNITY, get_json, produced_items, site_for, stored_items, wait_for
+from tests.pipeline import assert_all_stored, get_json, site_for, wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -82,7 +81,7 @@ def issue(tmp: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], na
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> tuple[Broker, Path]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path]]:
     pki = tmp_path / "pki"
     pki.mkdir()
     ca = make_ca(pki, "ca")
@@ -90,18 +89,11 @@ def tls_broker(tmp_path: Path) -> tuple[Broker, Path]:
     for name in ("broker", "server", "gateway"):
         issue(pki, ca, name)
     port = free_port()
-    conf = tmp_path / "mosquitto-tls.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        f"user {getpass.getuser()}\n"  # as root it would switch to a user who cannot read pki
+    proc = start_mosquitto_conf(tmp_path, port,
+        "allow_anonymous true\npersistence false\n"
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'broker.pem'}\nkeyfile {pki / 'broker.key'}\n"
-        "require_certificate true\n"
-    )
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_port(port)
-    yield Broker(port, proc), pki  # type: ignore[misc]
+        "require_certificate true\n")  # fmt: skip
+    yield Broker(port, proc), pki
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -135,15 +127,7 @@ def test_server_and_gateway_over_tls_and_a_wrong_ca_refused(
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-        produced = produced_items(record)
-        devices = {json.loads(k)["dev"] for k in produced}
-
-        def stored_total() -> int:
-            counts = get_json(f"{srv.url}/api/telemetry/counts?community={COMMUNITY}&flush=1")
-            return sum(c["readings"] + c["events"] for c in counts.values())
-
-        wait_for(lambda: stored_total() >= sum(produced.values()), 20, "all items stored")
-        assert stored_items(srv, devices) == produced
+        assert_all_stored(srv, record)
 
         # The same gateway told to trust another CA: it refuses the broker, and says why.
         conf["uplink"]["url"] = url(broker.port, pki, "gateway", ca="other-ca")
@@ -168,7 +152,7 @@ def test_server_and_gateway_over_tls_and_a_wrong_ca_refused(
 
 
 def refused(port: int, pki: Path, *, cert: bool) -> bool:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-cert-{cert}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-cert-{cert}")
     if cert:
         client.tls_set(str(pki / "ca.pem"), str(pki / "gateway.pem"), str(pki / "gateway.key"))
     else:

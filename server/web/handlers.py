@@ -107,8 +107,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
+    # Subscribed before the response starts: a page that loads the overview once its stream
+    # is open cannot miss an update made in between.
     sub = live.subscribe()
+    try:
+        await response.prepare(request)
+    except BaseException:
+        live.unsubscribe(sub)
+        raise
     task = asyncio.current_task()
     assert task is not None
     streams = request.app[STREAMS]

@@ -217,7 +217,8 @@ async function load() {
   renderAll();
 }
 
-// The stream opens before the overview loads; updates that arrive meanwhile wait in `early`.
+// The overview is loaded once the stream is open (the server subscribes it before answering),
+// so no update can fall between the two; updates that arrive meanwhile wait in `early`.
 // The same happens after a reconnect (server restart, network blip), when changes may have
 // been missed: `resync` reloads the whole state and then applies what was buffered.
 let early = [];
@@ -234,7 +235,7 @@ function connect() {
   const es = new EventSource("/api/stream");
   es.onopen = () => {
     model.connected = true;
-    if (everConnected && !early) resync();
+    if (!everConnected || !early) resync();
     everConnected = true;
     if (!early) renderSummary();
   };
@@ -255,4 +256,3 @@ document.getElementById("lang").addEventListener("click", () => {
 setInterval(() => { if (model.communities.length) renderAll(); }, 30_000);
 
 connect();
-resync();

@@ -5,10 +5,8 @@ refused by the broker, without a broker restart (SIGHUP), and nothing of theirs 
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -26,12 +24,12 @@ from tests.conftest import (
     free_port,
     linli,
     run_linli,
+    start_mosquitto_conf,
     start_server,
     stop,
-    wait_port,
     write_settings,
 )
-from tests.pipeline import COMMUNITY, get_json, produced_items, site_for, stored_items, wait_for
+from tests.pipeline import COMMUNITY, assert_all_stored, get_json, site_for, wait_for
 
 pytestmark = pytest.mark.functional
 
@@ -94,16 +92,10 @@ def test_only_provisioned_accounts_publish_and_only_their_own(tmp_path: Path) ->
         in (auth / "acl").read_text()
     )
 
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
-        f"password_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\npid_file {pid_file}\n"
-        f"user {getpass.getuser()}\n"
+    files = f"password_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\npid_file {pid_file}\n"
+    mosq = start_mosquitto_conf(
+        tmp_path, port, "allow_anonymous false\npersistence false\n" + files
     )
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    mosq = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_port(port)
     # From now on every change is followed by a SIGHUP to this broker.
     settings.write_text(settings.read_text() + f'broker_pid_file = "{pid_file}"\n')
     as_server = f"mqtt://linli-server:{server_pw}@127.0.0.1:{port}"
@@ -144,15 +136,7 @@ def test_only_provisioned_accounts_publish_and_only_their_own(tmp_path: Path) ->
         _, code = connect(port, "gw.longzhu-baihe.gw-1", gw_pw)
         assert code != 0
 
-        produced = produced_items(record)
-        devices = {json.loads(k)["dev"] for k in produced}
-
-        def stored_total() -> int:
-            counts = get_json(f"{srv.url}/api/telemetry/counts?community={COMMUNITY}&flush=1")
-            return sum(c["readings"] + c["events"] for c in counts.values())
-
-        wait_for(lambda: stored_total() >= sum(produced.values()), 20, "all items stored")
-        assert stored_items(srv, devices) == produced
+        assert_all_stored(srv, record)
         time.sleep(1)
         assert get_json(f"{srv.url}/api/telemetry/counts?community=longzhu-baihe&flush=1") == {}
         assert get_json(f"{srv.url}/api/ingest")["rejected_total"] == 0
