@@ -91,6 +91,17 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, fsynced first: a crash leaves the old
+    file or the new one, never half of either."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
 def _software() -> str:
     try:
         return "linli " + importlib.metadata.version("linli")
@@ -386,13 +397,7 @@ class Gateway:
             return {}
 
     def _save_nonces(self) -> None:
-        path = self.state_dir / NONCES_FILE
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(_encode(self._nonces))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        _write_durably(self.state_dir / NONCES_FILE, _encode(self._nonces))
 
     async def apply_config(self, payload: bytes, *, saved: bytes | None = None) -> dict[str, Any]:
         """Check and apply a remote config (its verified body); the ack to send (``ok``
@@ -439,13 +444,7 @@ class Gateway:
         return notes
 
     def _save_remote(self, payload: bytes) -> None:
-        path = self.state_dir / REMOTE_CONFIG_FILE
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        _write_durably(self.state_dir / REMOTE_CONFIG_FILE, payload)
 
     async def command(self, payload: bytes) -> dict[str, Any]:
         """Act on one command; the ack to send."""
