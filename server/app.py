@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from aiohttp import web
@@ -50,6 +51,7 @@ from server.telemetry.influx import open_influx_writer
 from server.telemetry.influxql import InfluxQLReader
 from server.telemetry.sqlite_store import open_sqlite_store
 from server.web import handlers as web_handlers
+from server.web.auth import GuardConfig, RateLimiter, api_guard, check_routes
 from server.web.livestate import LiveState
 
 __all__ = ["create_app"]
@@ -188,6 +190,9 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 LADDERS = web.AppKey("ladders", Ladders)
+#: Requests per caller, and refused tokens per client address (server/web/auth.py).
+API_RATE = web.AppKey("api_rate", RateLimiter)
+API_REFUSED = web.AppKey("api_refused", RateLimiter)
 
 
 def load_ladders(settings: Settings) -> Ladders:
@@ -252,8 +257,23 @@ def load_thresholds(settings: Settings) -> ThresholdFile:
 def create_app(settings: Settings) -> web.Application:
     """Build the server application; resources open when it starts. A bad ladder file
     raises :class:`LadderError` here, before anything opens."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=settings.api_max_body_kb * 1024)
     app[SETTINGS] = settings
+    app[API_RATE] = RateLimiter(settings.api_rate_per_s, settings.api_burst)
+    app[API_REFUSED] = RateLimiter(
+        settings.api_refused_per_min / 60.0, settings.api_refused_per_min
+    )
+    app.middlewares.append(
+        api_guard(
+            GuardConfig(
+                session=lambda a: a[DATABASE].session(),
+                admin_token=lambda a: a[SETTINGS].admin_token,
+                timezone=lambda a: ZoneInfo(a[SETTINGS].timezone),
+                limiter=lambda a: a[API_RATE],
+                failures=lambda a: a[API_REFUSED],
+            )
+        )
+    )
     app[LADDERS] = load_ladders(settings)
     app[THRESHOLDS] = load_thresholds(settings)
     app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
@@ -261,4 +281,5 @@ def create_app(settings: Settings) -> web.Application:
     add_telemetry_routes(app)
     add_gateway_admin_routes(app)
     add_alert_routes(app)
+    check_routes(app)  # every /api/ route says who may call it
     return app

@@ -9,7 +9,8 @@
     linli influx setup [--config F] [--backfill-days N]
                                               database/buckets, retention, hourly roll-ups
     linli gateways config|command|show …      manage gateways through the server's API
-    linli tokens create ORG [--label L]       an organisation's API token (printed once)
+    linli tokens create ORG [--label L] [--days N]   an organisation's API token (printed once)
+    linli tokens list [ORG] [--all] | revoke ID      its tokens' states; stop one at once
     linli gateways provision C G [--rotate] [--site F]   a gateway's MQTT account
     linli broker user server|feed [ORG] [--rotate]      the server's or a feed's account
     linli broker write                        mosquitto's password and ACL files, reloaded
@@ -26,7 +27,6 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -47,6 +47,7 @@ from server.settings import Settings, influx_target, load_settings
 from server.store import audit
 from server.store.db import Database, open_database
 from server.store.registry import import_registry, load_registry
+from server.web.tokens import add_tokens_parser, run_tokens
 
 __all__ = ["main"]
 
@@ -119,12 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     kp = ksub.add_parser("public", help="print the public key for uplink.server_keys")
     kp.add_argument("--config", type=Path, help="settings TOML (for signing_key_path)")
 
-    t = sub.add_parser("tokens", help="organisations' API tokens")
-    tsub = t.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
-    tc = tsub.add_parser("create", help="make a token for an organisation (printed once)")
-    tc.add_argument("org")
-    tc.add_argument("--label", default="", help="what it is for (shown in lists)")
-    tc.add_argument("--config", type=Path, help="settings TOML (for the database URL)")
+    add_tokens_parser(sub)
     return p
 
 
@@ -178,24 +174,6 @@ async def _registry_import(path: Path, settings: Settings) -> int:
         return 0
     async with open_database(settings.database_url) as db:
         return await write_and_reload(db, settings)  # gateways gone lose their access
-
-
-async def _create_token(org: str, label: str, settings: Settings) -> int:
-    from server.store import models  # noqa: PLC0415
-    from server.web.auth import token_digest  # noqa: PLC0415
-
-    token = "lk_" + secrets.token_urlsafe(32)
-    async with open_database(settings.database_url) as db, db.session(write=True) as session:
-        if await session.get(models.Organisation, org) is None:
-            raise ConfigError.one("org", None, "", f"no organisation {org!r} in the registry")
-        session.add(
-            models.ApiToken(sha256=token_digest(token), org_id=org, label=label,
-                            created_t=time.time_ns() // 1_000_000)
-        )  # fmt: skip
-        audit.record(session, actor=audit.cli_actor(), address=audit.CLI_ADDRESS,
-                     action="token_created", target=org, detail={"label": label})  # fmt: skip
-    print(token)
-    return 0
 
 
 async def _influx_setup(settings: Settings, backfill_days: int | None) -> int:
@@ -261,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
         if args.command == "tokens":
-            return asyncio.run(_create_token(args.org, args.label, load_settings(args.config)))
+            return asyncio.run(run_tokens(args, load_settings(args.config)))
         if args.command == "broker":
             return asyncio.run(_broker(args, load_settings(args.config)))
         if args.command == "keys":

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -142,6 +143,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         settings,
         telemetry_path=str(state_dir / "telemetry.db"),
         signing_key_path=str(state_dir / "signing-key.pem"),
+        # Every /api/ route wants a token: the demo's operator gets one for this run (in the
+        # printed address) unless LINLI_ADMIN_TOKEN names one.
+        admin_token=settings.admin_token or secrets.token_urlsafe(24),
     )
     # The demo's gateways take configs and commands signed by this server, as real ones do.
     server_key = public_key_text(
@@ -188,10 +192,12 @@ async def run_demo(args: argparse.Namespace) -> int:
             gateways = await asyncio.create_subprocess_exec(
                 *cmd, start_new_session=True, env=dict(os.environ)
             )
+            token = f"#token={settings.admin_token}"
             print(
                 f"\n  Linli demo: {len(paths)} simulated gateways, "
                 f"{sum(len(c.devices) for c in reg.communities)} devices\n"
-                f"  Open {url}  (English: {url}?lang=en)\n  Ctrl-C to stop.\n",
+                f"  Open {url}/{token}\n  (English: {url}/?lang=en{token})\n"
+                "  The token is the operator's admin token for this run.\n  Ctrl-C to stop.\n",
                 flush=True,
             )
 

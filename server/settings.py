@@ -30,6 +30,10 @@ setting (TOML key)           environment variable            default
 ``signing_key_path``         ``LINLI_SIGNING_KEY_PATH``      ``var/signing-key.pem``
 ``broker_auth_dir``          ``LINLI_BROKER_AUTH_DIR``       (none: broker accounts off)
 ``broker_pid_file``          ``LINLI_BROKER_PID_FILE``       (none: no SIGHUP)
+``api_rate_per_s``           ``LINLI_API_RATE_PER_S``        ``20`` (requests per token)
+``api_burst``                ``LINLI_API_BURST``             ``100``
+``api_refused_per_min``      ``LINLI_API_REFUSED_PER_MIN``   ``60`` (bad tokens per address)
+``api_max_body_kb``          ``LINLI_API_MAX_BODY_KB``       ``1024``
 ===========================  ==============================  ==============================
 """
 
@@ -87,6 +91,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     broker_auth_dir: str | None = None
     #: mosquitto's pid file: it is sent SIGHUP to re-read the files after each change.
     broker_pid_file: str | None = None
+    #: Requests a second one token (or the operator) may make, in bursts of ``api_burst``.
+    api_rate_per_s: float = 20.0
+    api_burst: int = 100
+    #: Refused tokens one client address may send a minute (bursts of as many).
+    api_refused_per_min: int = 60
+    #: The largest request body; a larger one announced in Content-Length is not read.
+    api_max_body_kb: int = 1024
     #: An escalation-ladder file replacing the shipped alerts/ladders.yaml.
     alert_ladders: str | None = None
     #: Rule thresholds per community / building / device (YAML; docs/alerts.md).
@@ -163,6 +174,11 @@ def load_settings(
         raise ConfigError.one(
             source, None, "smtp_url", f"{settings.smtp_url!r} must start with smtp:// or smtps://"
         )
+    for key in ("api_burst", "api_refused_per_min", "api_max_body_kb"):
+        if getattr(settings, key) < 1:
+            raise ConfigError.one(source, None, key, "must be at least 1")
+    if not settings.api_rate_per_s > 0:
+        raise ConfigError.one(source, None, "api_rate_per_s", "must be > 0")
     if settings.notify_max_attempts < 1:
         raise ConfigError.one(source, None, "notify_max_attempts", "must be at least 1")
     for key in ("notify_backoff_max_s", "notify_timeout_s"):

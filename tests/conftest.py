@@ -31,6 +31,20 @@ DEMO_REGISTRY = ROOT / "server" / "demo_data" / "shancheng.yaml"
 #: The signing key every test server uses (made once per run), so that a test's gateway
 #: sites can name its public key in uplink.server_keys and tests can sign as the server does.
 SIGNING_KEY_PATH = Path(tempfile.mkdtemp(prefix="linli-test-key-")) / "signing-key.pem"
+#: The operator's admin token of every test server (write_settings): the API wants a token.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def api_request(url: str, token: str | None = ADMIN_TOKEN) -> urllib.request.Request:
+    """A GET of ``url`` with ``token`` as its bearer token (the admin's by default)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return urllib.request.Request(url, headers=headers)
+
+
+def api_json(url: str, token: str | None = ADMIN_TOKEN, timeout: float = 10) -> Any:
+    """The JSON answer to a GET of an API ``url`` (as the operator by default)."""
+    with urllib.request.urlopen(api_request(url, token), timeout=timeout) as resp:
+        return json.load(resp)
 
 
 def signing_key() -> Ed25519PrivateKey:
@@ -184,6 +198,7 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
         f'telemetry_path = "{tmp / "telemetry.db"}"\n'
         f"http_port = {http_port}\n"
         f'signing_key_path = "{SIGNING_KEY_PATH}"\n'
+        f'admin_token = "{ADMIN_TOKEN}"\n'
     )
     path.chmod(0o600)  # tests add admin tokens: the server refuses them in a readable file
     signing_key()  # made before any server process could race to make it

@@ -7,21 +7,20 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, Broker, ServerProc, linli, server_public_key
+from tests.conftest import ROOT, Broker, ServerProc, api_json, linli, server_public_key
 
 COMMUNITY = "meihuayuan"
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)
+    """GET an API url as the operator."""
+    return api_json(url)
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:

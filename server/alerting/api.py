@@ -13,15 +13,14 @@
 An organisation sees the alerts it was routed to and acts on those it answers for; market
 supervision sees special-equipment alerts and never acts (read only); another
 organisation's alert is "not found" (its existence is not disclosed). The operator's
-``admin_token`` reads every alert and acts on none.
+``admin_token`` reads every alert and acts on none. Tokens are checked, and refused with
+401, by server/web/auth.py before any of these handlers runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
-from dataclasses import dataclass
 from typing import Any, Final, get_args
 
 import msgspec
@@ -31,38 +30,15 @@ from sqlalchemy import select
 from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server.alerting.service import alert_json, timeline
-from server.keys import ALERTS, DATABASE, SETTINGS
+from server.keys import ALERTS, DATABASE
 from server.store import audit, models
-from server.web.auth import bearer_token, token_digest
+from server.web.auth import Caller, caller_of, scoped
 from server.web.http_json import int_param, json_error, path_id
 
 __all__ = ["add_alert_routes"]
 
 _STATES: Final = frozenset(get_args(AlertState))
 MAX_T: Final = 4_102_444_800_000
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking: an organisation, or the operator (``org`` None)."""
-
-    org: str | None
-
-
-async def _caller(request: web.Request) -> Caller:
-    token = bearer_token(request)
-    admin = request.app[SETTINGS].admin_token
-    if admin is not None and hmac.compare_digest(token.encode(), admin.encode()):
-        return Caller(None)
-    async with request.app[DATABASE].session() as session:
-        row = await session.get(models.ApiToken, token_digest(token))
-    if row is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "the token is not valid"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="linli", error="invalid_token"'},
-        )
-    return Caller(row.org_id)
 
 
 def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:
@@ -73,9 +49,10 @@ def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | N
     return value
 
 
+@scoped
 async def list_alerts(request: web.Request) -> web.Response:
     """Alerts routed to the caller, newest first."""
-    caller = await _caller(request)
+    caller = caller_of(request)
     from alerts.rules import RULES  # noqa: PLC0415 (the rule table only here)
 
     query = select(models.Alert)
@@ -146,9 +123,10 @@ async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, 
     return row, record
 
 
+@scoped
 async def get_alert(request: web.Request) -> web.Response:
     """One alert with its timeline, recipients and deliveries."""
-    caller = await _caller(request)
+    caller = caller_of(request)
     _row, record = await _visible(request, caller)
     return web.json_response(record)
 
@@ -159,9 +137,10 @@ class _TransitionRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     evidence: str = ""
 
 
+@scoped
 async def post_transition(request: web.Request) -> web.Response:
     """A step of the lifecycle by the caller's organisation."""
-    caller = await _caller(request)
+    caller = caller_of(request)
     row, record = await _visible(request, caller)
     if caller.org is None:
         raise json_error(web.HTTPForbidden, "the operator token reads alerts; it does not act")
@@ -201,10 +180,11 @@ class _MaintenanceRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     note: str = ""
 
 
+@scoped
 async def post_maintenance(request: web.Request) -> web.Response:
     """A maintenance visit, recorded by the elevator's maintenance unit or the company under
     contract today; a maintenance-overdue alert resolves with it."""
-    caller = await _caller(request)
+    caller = caller_of(request)
     if caller.org is None:
         raise json_error(web.HTTPForbidden, "maintenance is recorded by an organisation")
     try:
@@ -222,7 +202,8 @@ async def post_maintenance(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "note: longer than 4000 characters")
     async with request.app[DATABASE].session(write=True) as session:
         device = await session.get(models.Device, (req.community, req.device))
-        if device is None or device.kind != "elevator":
+        seen = caller.scope.device(req.community, req.device)
+        if device is None or device.kind != "elevator" or not seen:
             message = f"no elevator {req.device!r} in community {req.community!r}"
             raise json_error(web.HTTPNotFound, message)
         contracts = (
@@ -251,10 +232,11 @@ async def post_maintenance(request: web.Request) -> web.Response:
     return web.json_response(body, status=201)
 
 
+@scoped
 async def list_audit(request: web.Request) -> web.Response:
     """The audit log, newest first: everything for the operator's token, an organisation's
     own actions for its token."""
-    caller = await _caller(request)
+    caller = caller_of(request)
     since = int_param(request, "since", 0, 0, MAX_T)
     until = int_param(request, "until", MAX_T, 0, MAX_T)
     limit = int_param(request, "limit", 100, 1, 1000)

@@ -1,7 +1,7 @@
 """Gateway management: publish versioned configs and commands, record the gateways' answers.
 
-HTTP API, every route behind the operator's bearer token (setting ``admin_token``; without it
-management is off and answers 403)::
+HTTP API, every route behind the operator's bearer token (setting ``admin_token``; an
+organisation's token, or any token when it is not set, gets 403; server/web/auth.py)::
 
     PUT  /api/gateways/{community}/{gateway}/config          publish a config (JSON object)
     GET  /api/gateways/{community}/{gateway}/config          versions published, their answers
@@ -21,7 +21,6 @@ operation and that the device is registered on that gateway.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -45,7 +44,7 @@ from server.keys import DATABASE, GATEWAY_LINK, LIVE, SETTINGS
 from server.settings import Settings
 from server.store import audit, models
 from server.store.db import Database
-from server.web.auth import bearer_token
+from server.web.auth import operator_only
 from server.web.http_json import int_param, json_error
 
 __all__ = ["add_gateway_admin_routes"]
@@ -65,18 +64,6 @@ def _now_ms() -> int:
 # --- HTTP -------------------------------------------------------------------------------
 
 
-def _require_operator(request: web.Request, settings: Settings) -> None:
-    token = settings.admin_token
-    if token is None:
-        raise json_error(
-            web.HTTPForbidden,
-            "gateway management is off: set admin_token (LINLI_ADMIN_TOKEN) on the server",
-        )
-    given = bearer_token(request, "admin token")
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise json_error(web.HTTPForbidden, "the token is not the admin token")
-
-
 async def _json_body(request: web.Request, limit: int) -> Any:
     raw = await request.read()
     if len(raw) > limit:
@@ -89,7 +76,6 @@ async def _json_body(request: web.Request, limit: int) -> Any:
 
 async def _gateway_of(request: web.Request) -> tuple[Settings, Database, str, str]:
     settings = request.app[SETTINGS]
-    _require_operator(request, settings)
     db = request.app[DATABASE]
     community = request.match_info["community"]
     gateway = request.match_info["gateway"]
@@ -136,6 +122,7 @@ def _check_config(body: Any) -> int:
     return version
 
 
+@operator_only
 async def put_config(request: web.Request) -> web.Response:
     """Publish a new config version to a gateway (retained)."""
     settings, db, community, gateway = await _gateway_of(request)
@@ -178,6 +165,7 @@ async def put_config(request: web.Request) -> web.Response:
     return web.json_response(_config_json(row), status=202)
 
 
+@operator_only
 async def get_config(request: web.Request) -> web.Response:
     """Config versions published to a gateway, newest first, with the gateway's answers."""
     _settings, db, community, gateway = await _gateway_of(request)
@@ -212,6 +200,7 @@ class _CommandRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ttl_s: int = DEFAULT_COMMAND_TTL_S
 
 
+@operator_only
 async def post_command(request: web.Request) -> web.Response:
     """Send a command to a gateway; its result arrives later on the command."""
     settings, db, community, gateway = await _gateway_of(request)
@@ -260,6 +249,7 @@ async def post_command(request: web.Request) -> web.Response:
     return web.json_response(_command_json(row), status=202)
 
 
+@operator_only
 async def list_commands(request: web.Request) -> web.Response:
     """Recent commands sent to a gateway, newest first."""
     _settings, db, community, gateway = await _gateway_of(request)
@@ -279,6 +269,7 @@ async def list_commands(request: web.Request) -> web.Response:
     return web.json_response({"commands": [_command_json(r) for r in rows]})
 
 
+@operator_only
 async def get_command(request: web.Request) -> web.Response:
     """One command and its result."""
     _settings, db, community, gateway = await _gateway_of(request)

@@ -99,8 +99,11 @@ async def provision(
     if role == "gateway":
         assert community is not None
         assert gateway is not None
-        if await session.get(models.Gateway, (community, gateway)) is None:
+        gw = await session.get(models.Gateway, (community, gateway))
+        if gw is None:
             raise BrokerAuthError(f"no gateway {community}/{gateway} in the registry")
+        if gw.retired:
+            raise BrokerAuthError(f"gateway {community}/{gateway} is retired in the registry")
         username = gateway_user(community, gateway)
     elif role == "feed":
         assert org is not None
@@ -158,11 +161,16 @@ def _key(u: models.BrokerUser) -> str:
 async def write_broker_files(session: AsyncSession, settings: Settings) -> Path | None:
     """Write ``passwd`` and ``acl`` into ``broker_auth_dir`` (atomically, mode 0640) and
     ask mosquitto to re-read them (SIGHUP to the pid in ``broker_pid_file``). Accounts of
-    gateways no longer in the registry are left out. None when ``broker_auth_dir`` is unset."""
+    gateways no longer in the registry, or retired in it, are left out. None when
+    ``broker_auth_dir`` is unset."""
     if settings.broker_auth_dir is None:
         return None
     users = list((await session.scalars(select(models.BrokerUser))).all())
-    gateways = {(g.community_id, g.id) for g in (await session.scalars(select(models.Gateway)))}
+    gateways = {
+        (g.community_id, g.id)
+        for g in (await session.scalars(select(models.Gateway)))
+        if not g.retired
+    }
     users = [u for u in users if u.role != "gateway" or (u.community_id, u.gateway_id) in gateways]
     folder = Path(settings.broker_auth_dir)
     passwords, acl = render_passwords(users), render_acl(users, settings.mqtt_prefix)

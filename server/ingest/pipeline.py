@@ -66,6 +66,7 @@ class Reason(enum.StrEnum):
     TOPIC_MISMATCH = "topic_mismatch"
     UNKNOWN_COMMUNITY = "unknown_community"
     UNKNOWN_GATEWAY = "unknown_gateway"
+    RETIRED_GATEWAY = "retired_gateway"
     UNKNOWN_DEVICE = "unknown_device"
     KIND_MISMATCH = "kind_mismatch"
 
@@ -247,6 +248,9 @@ class Ingest:
                 f"status names {status.community}/{status.gw}",
                 payload,
             )
+        if (community, gateway) in self._registry.retired:
+            message = f"gateway {gateway!r} of {community} is retired"
+            return self._reject(topic, Reason.RETIRED_GATEWAY, message, payload)
         t = status.t or _now_ms()
         self._live.set_gateway(community, gateway, status.status, t)
         await self._writer.write_status(community, gateway, status.status, t)
@@ -263,6 +267,8 @@ class Ingest:
         reg = self._registry
         if env.community not in reg.communities:
             return Reason.UNKNOWN_COMMUNITY, f"community {env.community!r} is not in the registry"
+        if (env.community, env.gw) in reg.retired:
+            return Reason.RETIRED_GATEWAY, f"gateway {env.gw!r} of {env.community} is retired"
         if (env.community, env.gw) not in reg.gateways:
             return (
                 Reason.UNKNOWN_GATEWAY,
@@ -312,7 +318,8 @@ class Ingest:
             addr = parse_topic(self.prefix, topic)
         except WireError:
             return UNREGISTERED
-        if (addr.community, addr.gateway) not in self._registry.gateways:
+        known = (addr.community, addr.gateway)
+        if known not in self._registry.gateways and known not in self._registry.retired:
             return UNREGISTERED
         return f"{addr.community}/{addr.gateway}"
 

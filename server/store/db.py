@@ -6,9 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +26,7 @@ from server.store.models import Base
 __all__ = ["Database", "open_database"]
 
 log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # it narrates every start at INFO
 
 
 class Database:
@@ -71,13 +76,45 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+MIGRATIONS: Final = Path(__file__).parent / "migrations"
+#: The revision a database made by ``create_all`` before migrations existed is at.
+BASELINE: Final = "0001"
+
+
+def _alembic(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(connection: Connection) -> None:
+    """Bring the schema to the newest revision, in the caller's transaction.
+
+    A new database gets today's tables (``create_all``) stamped with the newest revision; one
+    made before migrations existed (tables, no ``alembic_version``) is stamped with the
+    baseline and upgraded; any other is upgraded from where it is."""
+    tables = set(inspect(connection).get_table_names())
+    config = _alembic(connection)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if not tables:
+        Base.metadata.create_all(connection)
+        command.stamp(config, "head")
+        return
+    if "alembic_version" not in tables:
+        log.info("database from before migrations: stamped %s, then upgraded", BASELINE)
+        command.stamp(config, BASELINE)
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        log.info("database schema: upgrading from revision %s to %s", current, head)
+        command.upgrade(config, "head")
+
+
 @asynccontextmanager
 async def open_database(url: str) -> AsyncIterator[Database]:
-    """Open the database at ``url``, create missing tables, and dispose of it on exit.
-
-    The schema is created with ``create_all`` (new tables only). Alembic migrations take over
-    with the first change to an existing table (docs/architecture.md, "Decisions").
-    """
+    """Open the database at ``url``, migrate it to the newest schema, and dispose of it on
+    exit. Every change to the schema is an Alembic revision (server/store/migrations);
+    processes that open one database at once migrate it one after the other."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +123,11 @@ async def open_database(url: str) -> AsyncIterator[Database]:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        async with engine.connect() as plain:
+            # One migrator at a time: on SQLite the write lock is taken at BEGIN.
+            conn = await plain.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                await conn.run_sync(migrate)
         yield Database(engine)
     finally:
         await engine.dispose()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +95,9 @@ class Gateway(Base):
     )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    #: Retired in the registry: its envelopes are rejected and its broker account removed,
+    #: its history stays.
+    retired: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Device(Base):
@@ -363,7 +367,8 @@ class DeviceSeen(Base):
 
 
 class ApiToken(Base):
-    """An organisation's API token, stored as its SHA-256 (the token is shown once)."""
+    """An organisation's API token, stored as its SHA-256 (the token is shown once). Its
+    public id is the first 12 hex digits of that digest (``linli tokens list|revoke``)."""
 
     __tablename__ = "api_tokens"
 
@@ -371,6 +376,9 @@ class ApiToken(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     label: Mapped[str] = mapped_column(String(200), default="")
     created_t: Mapped[int] = mapped_column(BigInteger)
+    expires_t: Mapped[int | None] = mapped_column(BigInteger)  # None: never (tokens made before)
+    revoked_t: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class BrokerUser(Base):

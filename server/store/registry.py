@@ -83,10 +83,12 @@ class OrganisationDecl(_Decl, frozen=True):
 
 
 class GatewayDecl(_Decl, frozen=True):
-    """A community's edge gateway."""
+    """A community's edge gateway. ``retired``: taken out of service; its envelopes are
+    rejected, its broker account dropped, its history kept (devices must move first)."""
 
     id: str
     name: str = ""
+    retired: bool = False
 
 
 class DeviceDecl(_Decl, frozen=True):
@@ -192,6 +194,7 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
         yield from want(f"{base}.committee", com.committee, "community_committee")
         yield from want(f"{base}.street_office", com.street_office, "street_office")
         gateways = {g.id for g in com.gateways}
+        retired = {g.id for g in com.gateways if g.retired}
         for j, gw in enumerate(com.gateways):
             if not ID_PATTERN.match(gw.id):
                 yield f"{base}.gateways[{j}].id", f"{gw.id!r} is not a slug like 'gw-1'"
@@ -207,6 +210,8 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
             devices.add(dev.id)
             if dev.gateway not in gateways:
                 yield f"{path}.gateway", f"gateway {dev.gateway!r} is not declared in {com.id}"
+            elif dev.gateway in retired:
+                yield f"{path}.gateway", f"gateway {dev.gateway!r} is retired: move the device"
             yield from want(f"{path}.maintenance_unit", dev.maintenance_unit, "maintenance_unit")
             if dev.kind == "elevator" and dev.floors is not None and dev.floors < 2:
                 yield f"{path}.floors", "an elevator serves at least 2 floors"
@@ -296,7 +301,7 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
         )
         _apply(session, await session.get(models.Community, c.id), com, n)
         for g in c.gateways:
-            gw = models.Gateway(community_id=c.id, id=g.id, name=g.name)
+            gw = models.Gateway(community_id=c.id, id=g.id, name=g.name, retired=g.retired)
             _apply(session, await session.get(models.Gateway, (c.id, g.id)), gw, n)
         for d in c.devices:
             dev = models.Device(
@@ -405,18 +410,19 @@ class RegistryIndex:
     """The registry as ingest sees it: what may publish what."""
 
     communities: frozenset[str]
-    gateways: frozenset[tuple[str, str]]
+    gateways: frozenset[tuple[str, str]]  # in service
     devices: dict[tuple[str, str], DeviceInfo]
+    retired: frozenset[tuple[str, str]] = frozenset()
 
 
 async def load_registry_index(session: AsyncSession) -> RegistryIndex:
     """Read the ids ingest checks against from SQL."""
     communities = frozenset((await session.scalars(select(models.Community.id))).all())
-    gateways = frozenset(
-        (r.community_id, r.id) for r in (await session.scalars(select(models.Gateway))).all()
-    )
+    rows = (await session.scalars(select(models.Gateway))).all()
+    gateways = frozenset((r.community_id, r.id) for r in rows if not r.retired)
+    retired = frozenset((r.community_id, r.id) for r in rows if r.retired)
     devices = {
         (d.community_id, d.id): DeviceInfo(d.community_id, d.gateway_id, d.kind, d.building or "")
         for d in (await session.scalars(select(models.Device))).all()
     }
-    return RegistryIndex(communities, gateways, devices)
+    return RegistryIndex(communities, gateways, devices, retired)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from collectors.wire import EVENTS_BY_KIND
 from server.keys import INGEST, SETTINGS, TELEMETRY_READER
+from server.store.registry import DeviceInfo
 from server.telemetry.queries import (
     TelemetryQueryError,
     elevator_availability,
@@ -24,6 +25,7 @@ from server.telemetry.queries import (
     trips_per_day,
 )
 from server.telemetry.timeline import DAY_MS, day_offset_ms, nice_interval_ms
+from server.web.auth import caller_of, scoped
 from server.web.http_json import int_param, json_error
 
 __all__ = ["add_telemetry_routes"]
@@ -66,15 +68,46 @@ def _range(
 
 
 def _community(request: web.Request) -> str:
+    """The community of the path; 404 if it is unknown or not the caller's (alike)."""
     community = request.match_info["community"]
-    if community not in request.app[INGEST].registry.communities:
+    scope = caller_of(request).scope
+    if community not in request.app[INGEST].registry.communities or not scope.community(community):
         raise json_error(web.HTTPNotFound, f"no community {community!r} in the registry")
     return community
 
 
 def _devices(request: web.Request, community: str, kind: str) -> list[str]:
+    """The community's devices of ``kind`` the caller sees."""
+    scope = caller_of(request).scope
     devices = request.app[INGEST].registry.devices
-    return sorted(dev for (c, dev), info in devices.items() if c == community and info.kind == kind)
+    return sorted(
+        dev
+        for (c, dev), info in devices.items()
+        if c == community and info.kind == kind and scope.device(c, dev)
+    )
+
+
+def _gateways(request: web.Request, community: str) -> list[str]:
+    """The community's gateways the caller sees: all of a whole community's, else those
+    that serve a device it sees."""
+    scope = caller_of(request).scope
+    registry = request.app[INGEST].registry
+    if scope.whole(community):
+        return sorted(g for c, g in registry.gateways if c == community)
+    return sorted(
+        {info.gateway for (c, d), info in registry.devices.items()
+         if c == community and scope.device(c, d)}
+    )  # fmt: skip
+
+
+def _device(request: web.Request) -> tuple[str, str, DeviceInfo]:
+    """The device of the path; 404 if it is unknown or not the caller's (alike)."""
+    community = request.match_info["community"]
+    dev = request.match_info["dev"]
+    info = request.app[INGEST].registry.devices.get((community, dev))
+    if info is None or not caller_of(request).scope.device(community, dev):
+        raise json_error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
+    return community, dev, info
 
 
 async def _ask(call: Awaitable[T]) -> T:
@@ -94,13 +127,10 @@ def _retention_note(request: web.Request, since: int) -> dict[str, str]:
     return {}
 
 
+@scoped
 async def device_items(request: web.Request) -> web.Response:
     """A device's raw readings and events (``limit``, default 1000)."""
-    community = request.match_info["community"]
-    dev = request.match_info["dev"]
-    info = request.app[INGEST].registry.devices.get((community, dev))
-    if info is None:
-        raise json_error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
+    community, dev, info = _device(request)
     since, until = _range(request, 3_600_000, align_days=False, bounded=False)
     limit = int_param(request, "limit", 1000, 1, MAX_ITEMS)
     rows = await _ask(
@@ -111,15 +141,12 @@ async def device_items(request: web.Request) -> web.Response:
     return web.json_response({"community": community, "dev": dev, "items": rows})
 
 
+@scoped
 async def device_series(request: web.Request) -> web.Response:
     """A device's readings for a chart: raw when there are at most ``points`` (default 500),
     else buckets of a round width with each field's last value and numeric min/max; plus
     the device's events in the range (at most 1000)."""
-    community = request.match_info["community"]
-    dev = request.match_info["dev"]
-    info = request.app[INGEST].registry.devices.get((community, dev))
-    if info is None:
-        raise json_error(web.HTTPNotFound, f"no device {dev!r} in community {community!r}")
+    community, dev, info = _device(request)
     since, until = _range(request, DAY_MS, align_days=False)
     points = int_param(request, "points", DEFAULT_POINTS, 10, MAX_POINTS)
     reader = request.app[TELEMETRY_READER]
@@ -169,7 +196,7 @@ def _figure_handler(
         since, until = _range(request, DEFAULT_FIGURE_DAYS * DAY_MS, align_days=True)
         settings = request.app[SETTINGS]
         if kind == "gateway":
-            subjects = sorted(g for c, g in request.app[INGEST].registry.gateways if c == community)
+            subjects = _gateways(request, community)
         else:
             subjects = _devices(request, community, kind)
         extra: dict[str, Any] = {"tz": settings.timezone}
@@ -197,7 +224,7 @@ def _figure_handler(
         )
 
     handler.__doc__ = figure.__doc__
-    return handler
+    return scoped(handler)
 
 
 def add_telemetry_routes(app: web.Application) -> None:

@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -27,7 +28,7 @@ from server.keys import (
     TELEMETRY,
 )
 from server.store import models
-from server.web.auth import is_operator
+from server.web.auth import Scope, caller_of, operator_only, recheck_token, scoped
 from server.web.http_json import json_error
 
 __all__ = ["add_routes"]
@@ -36,6 +37,8 @@ STATIC_DIR: Final = Path(__file__).parent / "static"
 #: The status page is sent at most this often per screen; updates in between coalesce.
 SSE_MIN_INTERVAL_S: Final = 0.25
 SSE_KEEPALIVE_S: Final = 15.0
+#: How often an open stream checks its token again (revoked, expired, scope changed).
+SSE_RECHECK_S: Final = 60.0
 
 
 def _not_found(message: str) -> web.HTTPError:
@@ -47,8 +50,19 @@ async def index(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "status.html")
 
 
+def _gateways_seen(
+    scope: Scope, gateways: dict[tuple[str, str], dict[str, Any]], hosts: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Gateway entries the caller sees: all of its whole communities', and those that host
+    a device it sees elsewhere (``hosts``)."""
+    return [g for key, g in gateways.items() if scope.whole(key[0]) or key in hosts]
+
+
+@scoped
 async def overview(request: web.Request) -> web.Response:
-    """Communities with their devices, names and current state, and gateway statuses."""
+    """The caller's communities with their devices (only those it sees), names and current
+    state, and the statuses of the gateways that serve them."""
+    scope = caller_of(request).scope
     db = request.app[DATABASE]
     live = request.app[LIVE]
     async with db.session() as session:
@@ -66,7 +80,11 @@ async def overview(request: web.Request) -> web.Response:
         ).all()
         orgs = {o.id: o for o in (await session.scalars(select(models.Organisation))).all()}
     by_community: dict[str, list[dict[str, Any]]] = {}
+    hosts: set[tuple[str, str]] = set()
     for d in devices:
+        if not scope.device(d.community_id, d.id):
+            continue
+        hosts.add((d.community_id, d.gateway_id))
         state = live.devices.get((d.community_id, d.id))
         by_community.setdefault(d.community_id, []).append(
             {
@@ -90,15 +108,38 @@ async def overview(request: web.Request) -> web.Response:
                 "devices": by_community.get(c.id, []),
             }
             for c in communities
+            if scope.whole(c.id) or c.id in by_community
         ],
-        "gateways": list(live.gateways.values()),
+        "gateways": _gateways_seen(scope, live.gateways, hosts),
         "server_time": time.time_ns() // 1_000_000,
     }
     return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+def _visible_update(scope: Scope, hosts: frozenset[tuple[str, str]], u: dict[str, Any]) -> bool:
+    if u.get("type") == "gateway":
+        return scope.whole(u["community"]) or (u["community"], u["gateway"]) in hosts
+    return scope.device(u["community"], u["dev"])
+
+
+async def _hosts(request: web.Request, scope: Scope) -> frozenset[tuple[str, str]]:
+    """The gateways that serve the devices ``scope`` names one by one."""
+    if scope.everything or not scope.devices:
+        return frozenset()
+    devices = request.app[INGEST].registry.devices
+    return frozenset(
+        (c, info.gateway) for (c, d), info in devices.items() if (c, d) in scope.devices
+    )
+
+
+@scoped
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: a JSON list of device/gateway updates per message."""
+    """Server-sent events: a JSON list of device/gateway updates per message, only those the
+    caller sees. The token is checked again every minute: a revoked or expired one ends the
+    stream, and a company's scope follows its contracts across midnight."""
+    caller = caller_of(request)
+    scope = caller.scope
+    hosts = await _hosts(request, scope)
     live = request.app[LIVE]
     response = web.StreamResponse(
         headers={
@@ -121,12 +162,27 @@ async def stream(request: web.Request) -> web.StreamResponse:
     streams.add(task)
     try:
         await response.write(b"retry: 2000\n\n")
+        recheck = time.monotonic() + SSE_RECHECK_S
         while True:
+            if time.monotonic() >= recheck and caller.digest is not None:
+                recheck = time.monotonic() + SSE_RECHECK_S
+                settings = request.app[SETTINGS]
+                async with request.app[DATABASE].session() as session:
+                    renewed = await recheck_token(session, caller, ZoneInfo(settings.timezone))
+                if renewed is None:
+                    await response.write(b"event: revoked\ndata: {}\n\n")
+                    break
+                scope = renewed.scope
+                hosts = await _hosts(request, scope)
             try:
                 batch = await asyncio.wait_for(sub.next_batch(), SSE_KEEPALIVE_S)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
+            if not scope.everything:
+                batch = [u for u in batch if _visible_update(scope, hosts, u)]
+                if not batch:
+                    continue
             data = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))
             await response.write(f"data: {data}\n\n".encode())
             await asyncio.sleep(SSE_MIN_INTERVAL_S)
@@ -146,17 +202,15 @@ async def _close_streams(app: web.Application) -> None:
         task.cancel()
 
 
+@operator_only
 async def ingest_stats(request: web.Request) -> web.Response:
-    """Ingest counters: envelopes, items, duplicates, gaps, rejects by reason. The excerpts
-    of rejected payloads (which may hold what a device should never have sent, a plate or a
-    phone number) only for the operator's admin token."""
-    stats = request.app[INGEST].stats_json()
-    if not is_operator(request, request.app[SETTINGS].admin_token):
-        for rejected in stats["recent_rejects"]:
-            rejected["excerpt"] = None
-    return web.json_response(stats)
+    """Ingest counters: envelopes, items, duplicates, gaps, rejects by reason and gateway,
+    with excerpts of rejected payloads (which may hold what a device should never have
+    sent, a plate or a phone number): the operator's only."""
+    return web.json_response(request.app[INGEST].stats_json())
 
 
+@operator_only
 async def telemetry_counts(request: web.Request) -> web.Response:
     """Stored readings and events per device; ``?community=`` narrows it."""
     community = request.query.get("community")

@@ -3,12 +3,10 @@ Ctrl-C (SIGINT) stops everything, leaving no process and no port behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +16,11 @@ import yaml
 from gateway.site import load_site_with_profiles
 from server.demo import site_configs
 from server.store.registry import load_registry
-from tests.conftest import DEMO_REGISTRY, ROOT, free_port, linli, wait_port
+from tests.conftest import ADMIN_TOKEN, DEMO_REGISTRY, ROOT, api_json, free_port, linli, wait_port
 
 
 def snapshot(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/api/overview", timeout=10) as r:
-        body = json.load(r)
+    body = api_json(url + "/api/overview")
     return {
         c["id"]: {d["id"]: (d["state"] or {}).get("fields") for d in c["devices"]}
         for c in body["communities"]
@@ -61,7 +58,7 @@ def test_demo_runs_live_and_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         linli("demo", "--state-dir", str(tmp_path / "demo")),
         cwd=ROOT,
-        env={**os.environ, "LINLI_HTTP_PORT": str(port)},
+        env={**os.environ, "LINLI_HTTP_PORT": str(port), "LINLI_ADMIN_TOKEN": ADMIN_TOKEN},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

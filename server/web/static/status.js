@@ -1,5 +1,8 @@
 // Linli live status page: loads /api/overview once, then applies updates from /api/stream (SSE).
 // Chinese by default; ?lang=en or the switch (remembered in localStorage) shows English.
+// Every /api/ call carries a bearer token: opened as /#token=..., the page keeps it for the
+// browser tab (sessionStorage) and drops it from the address bar; without one it asks for it.
+// EventSource cannot send headers, so the stream is read with fetch.
 "use strict";
 
 const I18N = {
@@ -22,6 +25,7 @@ const I18N = {
     events: { trapped: "困人", forced_open: "强行开门", held_open: "门长开", obstruction: "通道堵塞",
               fire_alarm: "火警", fire_release: "消防释放", power_failure: "停电" },
     fault: "故障", updated: (t) => `更新于 ${t}`,
+    tokenAsk: "请输入访问令牌", tokenGo: "进入", tokenBad: (m) => `令牌无效：${m}`,
     footer: "数据来自各小区网关的实时上报；红色为告警，黄色为需关注。",
   },
   en: {
@@ -46,6 +50,7 @@ const I18N = {
               obstruction: "obstructed", fire_alarm: "fire alarm", fire_release: "fire release",
               power_failure: "power failure" },
     fault: "fault", updated: (t) => `updated ${t}`,
+    tokenAsk: "Enter your access token", tokenGo: "Open", tokenBad: (m) => `Token refused: ${m}`,
     footer: "Live reports from each community's gateway; red is an alarm, amber needs attention.",
   },
 };
@@ -204,9 +209,51 @@ function applyUpdates(updates) {
   renderSummary();
 }
 
+// --- the token ---------------------------------------------------------------------------
+const TOKEN_KEY = "linli.token";
+(function takeTokenFromAddress() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+function authHeaders() { return { Authorization: `Bearer ${token()}` }; }
+
+class Unauthorized extends Error {}
+
+function askForToken(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  const main = document.getElementById("communities");
+  main.replaceChildren();
+  const form = document.createElement("form");
+  form.id = "token-form";
+  const label = document.createElement("label");
+  label.textContent = message ? t().tokenBad(message) : t().tokenAsk;
+  const input = document.createElement("input");
+  input.type = "password"; input.name = "token"; input.autocomplete = "off";
+  const button = document.createElement("button");
+  button.type = "submit"; button.textContent = t().tokenGo;
+  label.append(input);
+  form.append(label, button);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    location.reload();
+  });
+  main.append(form);
+}
+
+async function apiJson(path) {
+  const res = await fetch(path, { headers: authHeaders() });
+  const body = await res.json().catch(() => ({}));
+  if (res.status === 401) throw new Unauthorized(body.error || res.statusText);
+  if (!res.ok) throw new Error(body.error || res.statusText);
+  return body;
+}
+
 async function load() {
-  const res = await fetch("/api/overview");
-  const body = await res.json();
+  const body = await apiJson("/api/overview");
   model.communities = body.communities;
   model.devices.clear();
   for (const c of body.communities) {
@@ -227,23 +274,66 @@ let everConnected = false;
 function resync() {
   early = early || [];
   return load()
-    .catch((err) => { document.getElementById("footer").textContent = `/api/overview: ${err}`; })
+    .catch((err) => {
+      if (err instanceof Unauthorized) { askForToken(err.message); return; }
+      document.getElementById("footer").textContent = `/api/overview: ${err}`;
+    })
     .finally(() => { const pending = early; early = null; applyUpdates(pending); });
 }
 
-function connect() {
-  const es = new EventSource("/api/stream");
-  es.onopen = () => {
-    model.connected = true;
-    if (!everConnected || !early) resync();
-    everConnected = true;
-    if (!early) renderSummary();
-  };
-  es.onerror = () => { model.connected = false; if (!early) renderSummary(); };
-  es.onmessage = (ev) => {
-    const updates = JSON.parse(ev.data);
-    if (early) early.push(...updates); else applyUpdates(updates);
-  };
+const RETRY_MS = 2000;
+
+function onOpen() {
+  model.connected = true;
+  if (!everConnected || !early) resync();
+  everConnected = true;
+  if (!early) renderSummary();
+}
+
+function onUpdates(updates) {
+  if (early) early.push(...updates); else applyUpdates(updates);
+}
+
+function lost() {
+  model.connected = false;
+  if (!early) renderSummary();
+  setTimeout(connect, RETRY_MS);
+}
+
+// Server-sent events over fetch: "data:" lines up to a blank line make one message; an
+// "event: revoked" message (the token stopped working) ends it for good.
+async function connect() {
+  if (!token()) { askForToken(""); return; }
+  let res;
+  try {
+    res = await fetch("/api/stream", { headers: { ...authHeaders(), Accept: "text/event-stream" } });
+  } catch (_err) { lost(); return; }
+  if (res.status === 401) {
+    const body = await res.json().catch(() => ({}));
+    askForToken(body.error || res.statusText);
+    return;
+  }
+  if (!res.ok || !res.body) { lost(); return; }
+  onOpen();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const lines = block.split("\n");
+        if (lines.includes("event: revoked")) { askForToken("revoked"); return; }
+        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim());
+        if (data.length) onUpdates(JSON.parse(data.join("\n")));
+      }
+    }
+  } catch (_err) { /* the connection broke: reconnect below */ }
+  lost();
 }
 
 document.getElementById("lang").addEventListener("click", () => {

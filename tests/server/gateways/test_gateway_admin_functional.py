@@ -17,12 +17,21 @@ import aiomqtt
 import pytest
 import yaml
 
-from tests.conftest import ROOT, Broker, ServerProc, linli, run_linli, server_on, stop
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    Broker,
+    ServerProc,
+    linli,
+    run_linli,
+    server_on,
+    stop,
+)
 from tests.pipeline import COMMUNITY, get_json, site_for, speakers, wait_for
 
 pytestmark = pytest.mark.functional
 
-TOKEN = "test-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 BASE = f"/api/gateways/{COMMUNITY}/gw-1"
 
 
@@ -62,7 +71,7 @@ def version(body: dict[str, Any], v: int) -> dict[str, Any] | None:
 
 @pytest.fixture
 def admin_server(tmp_path: Path, mosquitto: Broker) -> Any:
-    server = server_on(tmp_path, mosquitto, extra=f'admin_token = "{TOKEN}"\n')
+    server = server_on(tmp_path, mosquitto)
     wait_for(lambda: get_json(f"{server.url}/healthz")["gateway_link"]["connected"], what="link")
     yield server
     assert stop(server.proc) == 0, server.log.read_text()[-3000:]

@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from tests.conftest import (
     Broker,
     Influxd,
     ServerProc,
+    api_json,
     free_port,
     linli,
     run_linli,
@@ -83,8 +83,7 @@ class RssWatch:
 
 
 def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)
+    return api_json(url)
 
 
 def registry_with_load_gateway(tmp: Path) -> Path:

@@ -21,6 +21,7 @@ from tests.conftest import (
     Broker,
     Influxd,
     ServerProc,
+    api_json,
     free_port,
     run_linli,
     start_server,
@@ -36,8 +37,7 @@ C = "meihuayuan"
 
 
 def get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.load(resp)  # type: ignore[no-any-return]
+    return api_json(url, timeout=30)  # type: ignore[no-any-return]
 
 
 def get_error(url: str) -> tuple[int, str]:

@@ -16,7 +16,7 @@ import aiomqtt
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from tests.conftest import Broker, ServerProc, start_server, stop
+from tests.conftest import ADMIN_TOKEN, Broker, ServerProc, start_server, stop
 from tests.test_pipeline_functional import envelope, get_json, wait_for
 
 pytestmark = pytest.mark.functional
@@ -56,7 +56,7 @@ async def test_tile_changes_live_when_the_device_changes(
 ) -> None:
     wait_for(lambda: get_json(f"{server.url}/healthz")["mqtt_connected"], what="server MQTT")
     page = await browser.new_page()
-    await page.goto(server.url + "/")
+    await page.goto(server.url + f"/#token={ADMIN_TOKEN}")
     tile = page.locator('[data-dev="meihuayuan/fl-1"]')
     await expect(tile.locator(".main")).to_have_text("暂无数据")  # nothing reported yet
     await expect(page.locator("section.community")).to_have_count(22)
@@ -89,7 +89,7 @@ async def test_page_catches_up_after_a_server_restart(
     when its stream reconnects."""
     wait_for(lambda: get_json(f"{server.url}/healthz")["mqtt_connected"], what="server MQTT")
     page = await browser.new_page()
-    await page.goto(server.url + "/")
+    await page.goto(server.url + f"/#token={ADMIN_TOKEN}")
     tile = page.locator('[data-dev="meihuayuan/fl-1"]')
     await publish_lane(mosquitto, 1, occupied=True, dwell=75)
     await expect(tile.locator(".main")).to_have_text("占用", timeout=15000)  # a loaded CI machine
