@@ -185,7 +185,7 @@ async def scope_for(session: AsyncSession, org: models.Organisation, day: dt.dat
                 models.Device.maintenance_unit_id == org.id
             )
         )
-        return Scope(devices=frozenset((c, d) for c, d in maintained.tuples().all()))
+        return Scope(devices=frozenset((c, d) for c, d in maintained.all()))
     kinds = _DISTRICT_DEVICES.get(kind)
     if kinds and org.district:
         in_district = [c.id for c in communities if c.district == org.district]
@@ -194,7 +194,7 @@ async def scope_for(session: AsyncSession, org: models.Organisation, day: dt.dat
                 models.Device.kind.in_(kinds), models.Device.community_id.in_(in_district)
             )
         )
-        return Scope(devices=frozenset((c, d) for c, d in watched.tuples().all()))
+        return Scope(devices=frozenset((c, d) for c, d in watched.all()))
     return Scope()
 
 

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from collectors.yamlconf import ConfigError
 from server.ingest.pipeline import Ingest
 from server.store.db import open_database
 from server.store.registry import RegistryIndex, import_registry, load_registry, load_registry_index
@@ -118,3 +121,47 @@ async def test_a_forged_jump_does_not_silence_the_gateway_and_rejects_are_per_ga
         stats = ingest.stats_json()
         assert stats["gateways"]["meihuayuan/gw-1"]["rejected"] == {"topic_mismatch": 1}
         assert set(stats["rejected_by_gateway"]) == {"meihuayuan/gw-1", "unregistered"}
+
+
+async def test_a_retired_gateway_is_rejected_and_counted_against_it(tmp_path: Path) -> None:
+    """Issue 13, item 5: a gateway retired in the registry keeps its history, and what it
+    (or someone with its old credentials) still sends is rejected, status included."""
+    text = DEMO_REGISTRY.read_text(encoding="utf-8").replace(
+        "    gateways:\n      - id: gw-1\n",
+        "    gateways:\n      - id: gw-1\n      - id: gw-old\n        retired: true\n",
+        1,
+    )
+    path = tmp_path / "retired.yaml"
+    path.write_text(text, encoding="utf-8")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    async with open_database(url) as db, open_sqlite_store(tmp_path / "t.db") as store:
+        async with db.session(write=True) as s:
+            await import_registry(s, load_registry(path))
+            registry = await load_registry_index(s)
+        assert ("meihuayuan", "gw-old") in registry.retired
+        assert ("meihuayuan", "gw-old") not in registry.gateways
+
+        async def load() -> RegistryIndex:
+            return registry
+
+        ingest = Ingest(prefix="linli/v1", registry=registry, load_registry=load,
+                        live=LiveState(), writer=store)  # fmt: skip
+        old_up = "linli/v1/meihuayuan/gw-old/up"
+        payload = env(0, lane(T0, True)).replace(b'"gw-1"', b'"gw-old"')
+        rejected = await ingest.handle(old_up, payload)
+        assert rejected is not None
+        assert rejected.reason == "retired_gateway"
+        status = json.dumps({"gw": "gw-old", "community": "meihuayuan",
+                             "status": "online", "t": T0}).encode()  # fmt: skip
+        rejected = await ingest.handle("linli/v1/meihuayuan/gw-old/status", status)
+        assert rejected is not None
+        assert rejected.reason == "retired_gateway"
+        assert await ingest.handle(UP, env(0, lane(T0, True))) is None  # gw-1 is fine
+        await store.flush()
+        assert await store.counts() == {"meihuayuan/fl-1": {"readings": 1, "events": 0}}
+        stats = ingest.stats_json()
+        assert stats["rejected_by_gateway"]["meihuayuan/gw-old"] == {"retired_gateway": 2}
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text.replace("        gateway: gw-1\n", "        gateway: gw-old\n", 1))
+        with pytest.raises(ConfigError, match="gateway 'gw-old' is retired: move the device"):
+            load_registry(bad)

@@ -106,3 +106,22 @@ async def test_page_catches_up_after_a_server_restart(
         assert stats["gaps"] == 0
     finally:
         assert stop(restarted.proc) == 0
+
+
+async def test_without_a_valid_token_the_page_asks_for_one_and_shows_nothing(
+    browser: Browser, server: ServerProc
+) -> None:
+    """Issue 13: the page at / reads the API with a token, and shows no community without."""
+    page = await browser.new_page()
+    await page.goto(server.url + "/")
+    await expect(page.locator("#token-form label")).to_contain_text("请输入访问令牌")
+    await expect(page.locator("section.community")).to_have_count(0)
+    await page.goto(server.url + "/#token=not-a-token")
+    await page.reload()
+    await expect(page.locator("#token-form label")).to_contain_text("令牌无效")
+    await expect(page.locator("section.community")).to_have_count(0)
+    # Entering the right one opens the page; the address bar never shows it.
+    await page.locator("#token-form input").fill(ADMIN_TOKEN)
+    await page.locator("#token-form button").click()
+    await expect(page.locator("section.community")).to_have_count(22)
+    assert "token" not in page.url
