@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -27,11 +28,13 @@ from server.alerting.notifier import Notifier, NotifyPolicy, SmtpTarget
 from server.alerting.service import AlertService
 from server.gateways.api import add_gateway_admin_routes
 from server.gateways.link import GatewayLink
+from server.gateways.signing import load_or_create_signing_key
 from server.ingest.mqtt import load_seq_states, run_mqtt_ingest
 from server.ingest.pipeline import Ingest
 from server.keys import (
     ALERTS,
     DATABASE,
+    EVIDENCE_KEY,
     GATEWAY_LINK,
     INFLUX,
     INGEST,
@@ -118,6 +121,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         writer=app[TELEMETRY_WRITER],
         seq=await load_seq_states(app[TELEMETRY_WRITER], db),
         alerts=alerts,
+        evidence_key=app[EVIDENCE_KEY],
     )
     app[LIVE] = live
     app[INGEST] = ingest
@@ -254,11 +258,19 @@ def load_thresholds(settings: Settings) -> ThresholdFile:
     return found
 
 
+def evidence_key(settings: Settings) -> bytes:
+    """The key evidence ids are made with, derived from the server's signing key (so it
+    survives restarts and is the same for every worker and for ``linli evidence id``)."""
+    raw = load_or_create_signing_key(Path(settings.signing_key_path)).private_bytes_raw()
+    return hashlib.sha256(b"linli evidence ids\0" + raw).digest()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the server application; resources open when it starts. A bad ladder file
     raises :class:`LadderError` here, before anything opens."""
     app = web.Application(client_max_size=settings.api_max_body_kb * 1024)
     app[SETTINGS] = settings
+    app[EVIDENCE_KEY] = evidence_key(settings)
     app[API_RATE] = RateLimiter(settings.api_rate_per_s, settings.api_burst)
     app[API_REFUSED] = RateLimiter(
         settings.api_refused_per_min / 60.0, settings.api_refused_per_min

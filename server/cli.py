@@ -14,6 +14,8 @@
     linli gateways provision C G [--rotate] [--site F]   a gateway's MQTT account
     linli broker user server|feed [ORG] [--rotate]      the server's or a feed's account
     linli broker write                        mosquitto's password and ACL files, reloaded
+    linli evidence id REF…                    the opaque id stored for a device's evidence
+                                              reference (to find a snapshot on site)
     linli keys public                         the public key gateways verify configs and
                                               commands with (uplink.server_keys)
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from alerts.ladders import LadderError
 from collectors.signed import public_key_text
 from collectors.yamlconf import ConfigError
+from server.app import evidence_key
 from server.gateways.broker_auth import (
     BrokerAuthError,
     BrokerReloadError,
@@ -42,6 +45,7 @@ from server.gateways.broker_auth import (
 )
 from server.gateways.cli import add_gateways_parser, run_gateways
 from server.gateways.signing import SigningKeyError, load_or_create_signing_key
+from server.ingest.pipeline import evidence_id
 from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
 from server.store import audit
@@ -121,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("--config", type=Path, help="settings TOML (for signing_key_path)")
 
     add_tokens_parser(sub)
+    e = sub.add_parser("evidence", help="opaque evidence ids")
+    esub = e.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
+    ei = esub.add_parser("id", help="the id the server stores for device evidence references")
+    ei.add_argument("reference", nargs="+", help="a snapshot's reference as the device sent it")
+    ei.add_argument("--config", type=Path, help="settings TOML (for signing_key_path)")
     return p
 
 
@@ -240,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
         if args.command == "tokens":
             return asyncio.run(run_tokens(args, load_settings(args.config)))
+        if args.command == "evidence":
+            secret = evidence_key(load_settings(args.config))
+            for ref in args.reference:
+                print(f"{evidence_id(secret, ref)}  {ref}")
+            return 0
         if args.command == "broker":
             return asyncio.run(_broker(args, load_settings(args.config)))
         if args.command == "keys":

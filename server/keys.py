@@ -22,6 +22,7 @@ from server.web.livestate import LiveState
 __all__ = [
     "ALERTS",
     "DATABASE",
+    "EVIDENCE_KEY",
     "GATEWAY_LINK",
     "INFLUX",
     "INGEST",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+#: The key of opaque evidence ids (server/ingest/pipeline.py ``evidence_id``).
+EVIDENCE_KEY = web.AppKey("evidence_key", bytes)
 DATABASE = web.AppKey("database", Database)
 #: The embedded store, when it is the telemetry store (no InfluxDB configured).
 TELEMETRY = web.AppKey("telemetry", SqliteTelemetryStore)

@@ -30,7 +30,8 @@ from sqlalchemy import select
 from alerts.lifecycle import AlertState, TransitionError
 from alerts.routing import CommunityFacts, ContractTerm, company_on
 from server.alerting.service import alert_json, timeline
-from server.keys import ALERTS, DATABASE
+from server.ingest.pipeline import evidence_id
+from server.keys import ALERTS, DATABASE, EVIDENCE_KEY
 from server.store import audit, models
 from server.web.auth import Caller, caller_of, scoped
 from server.web.http_json import int_param, json_error, path_id
@@ -39,6 +40,14 @@ __all__ = ["add_alert_routes"]
 
 _STATES: Final = frozenset(get_args(AlertState))
 MAX_T: Final = 4_102_444_800_000
+
+
+def _evidence(request: web.Request, caller: Caller, text: str) -> str:
+    """A transition's evidence as the caller may see it: the operator reads what was
+    written; organisations get an opaque id (free text may name a person or a plate)."""
+    if caller.operator or not text:
+        return text
+    return evidence_id(request.app[EVIDENCE_KEY], text)
 
 
 def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:
@@ -111,7 +120,7 @@ async def _visible(request: web.Request, caller: Caller) -> tuple[models.Alert, 
     record = {
         **alert_json(row),
         "timeline": [{"t": s.t, "to": s.to_state, "by": s.by, "note": s.note,
-                      "evidence": s.evidence} for s in steps],
+                      "evidence": _evidence(request, caller, s.evidence)} for s in steps],
         "recipients": [{"org": r.org_id, "role": r.role, "step": r.step,
                         "read_only": r.read_only,
                         "standing_in": r.standing_in, "t": r.added_t} for r in told],

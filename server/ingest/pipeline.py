@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import collections
 import enum
+import hashlib
+import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from typing import Any, Final, Protocol
 from collectors.wire import (
     Envelope,
     Item,
+    Reading,
     WireError,
     decode_envelope,
     decode_status,
@@ -54,6 +58,32 @@ REGISTRY_RELOAD_MIN_S: Final = 5.0
 RECENT_REJECTS: Final = 50
 #: How much of a rejected payload is kept for the API (enough to see what it was).
 REJECT_EXCERPT_BYTES: Final = 300
+
+
+#: Where devices put a snapshot's reference: a reading's field, an event's data keys.
+EVIDENCE_KEYS: Final = ("evidence", "snapshot")
+_EVIDENCE_ID: Final = re.compile(r"^ev_[0-9a-f]{20}$")
+
+
+def evidence_id(key: bytes, reference: str) -> str:
+    """The opaque id stored for a device's evidence reference (a snapshot's file name may
+    carry a plate): ``ev_`` and 20 hex digits of HMAC-SHA256 under the server's key. The
+    same reference always gives the same id, so whoever holds the snapshots on site can find
+    one (``linli evidence id REF…``); the server never keeps the reference itself."""
+    if _EVIDENCE_ID.match(reference):
+        return reference  # already an id (a gateway that sends ids, or a replay)
+    return "ev_" + hmac.new(key, reference.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def _opaque_evidence(key: bytes, items: Sequence[Item]) -> None:
+    for item in items:
+        values = item.fields if isinstance(item, Reading) else item.data
+        if not values:
+            continue
+        for name in EVIDENCE_KEYS:
+            ref = values.get(name)
+            if isinstance(ref, str) and ref:
+                values[name] = evidence_id(key, ref)
 
 
 class Reason(enum.StrEnum):
@@ -140,8 +170,12 @@ class Ingest:
         seq: dict[tuple[str, str], SeqState] | None = None,
         clock: Callable[[], float] = time.monotonic,
         alerts: AlertSink | None = None,
+        evidence_key: bytes | None = None,
     ) -> None:
         self.prefix = prefix
+        #: Evidence references from devices are stored as opaque ids keyed with this
+        #: (:func:`evidence_id`); None keeps them as sent (tests of other things).
+        self.evidence_key = evidence_key
         self.stats = IngestStats()
         self.seq: dict[tuple[str, str], SeqState] = seq or {}
         self.dirty: set[tuple[str, str]] = set()
@@ -219,6 +253,8 @@ class Ingest:
         if verdict is SeqVerdict.DUPLICATE:
             self.stats.duplicates += 1
             return None
+        if self.evidence_key is not None:
+            _opaque_evidence(self.evidence_key, env.items)
         self._live.apply(env.community, env.items)
         await self._writer.write(env.community, env.gw, env.items)
         # Counted once written, so that a reader of the counts finds the items stored.

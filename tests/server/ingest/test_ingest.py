@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from collectors.yamlconf import ConfigError
-from server.ingest.pipeline import Ingest
+from server.ingest.pipeline import Ingest, evidence_id
 from server.store.db import open_database
 from server.store.registry import RegistryIndex, import_registry, load_registry, load_registry_index
 from server.telemetry.sqlite_store import open_sqlite_store
@@ -165,3 +165,40 @@ async def test_a_retired_gateway_is_rejected_and_counted_against_it(tmp_path: Pa
         bad.write_text(text.replace("        gateway: gw-1\n", "        gateway: gw-old\n", 1))
         with pytest.raises(ConfigError, match="gateway 'gw-old' is retired: move the device"):
             load_registry(bad)
+
+
+async def test_evidence_references_are_stored_as_opaque_ids(tmp_path: Path) -> None:
+    """Issue 13, item 9: a snapshot's file name may carry a plate; what is stored, shown and
+    sent on is an id derived from it with the server's key."""
+    key = b"k" * 32
+    plate = "snap/\u4eacA12345_20261201.jpg"
+    async with open_database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}") as db:
+        async with db.session(write=True) as s:
+            await import_registry(s, load_registry(DEMO_REGISTRY))
+            registry = await load_registry_index(s)
+
+        async def load() -> RegistryIndex:
+            return registry
+
+        async with open_sqlite_store(tmp_path / "t.db") as store:
+            live = LiveState()
+            ingest = Ingest(prefix="linli/v1", registry=registry, load_registry=load,
+                            live=live, writer=store, evidence_key=key)  # fmt: skip
+            reading = {**lane(T0, True), "fields": {"occupied": True, "evidence": plate}}
+            ebike = {"t": T0, "dev": "el-1-1", "kind": "elevator", "event": "ebike_detected",
+                     "state": "start", "data": {"snapshot": plate}}  # fmt: skip
+            assert await ingest.handle(UP, env(0, reading, ebike)) is None
+            await store.flush()
+            stored = json.dumps(await store.items("meihuayuan", "fl-1", "fire_lane",
+                                                  since=0, until=2**62, limit=10))  # fmt: skip
+            events = await store.events("meihuayuan", "elevator", ["ebike_detected"],
+                                        since=0, until=2**62, dev="el-1-1")  # fmt: skip
+    want = evidence_id(key, plate)
+    assert want.startswith("ev_")
+    assert len(want) == 23
+    assert "A12345" not in stored
+    assert want in stored
+    assert [e.data for e in events] == [{"snapshot": want}]
+    assert live.devices[("meihuayuan", "fl-1")].fields["evidence"] == want
+    assert evidence_id(key, want) == want  # an id stays itself
+    assert evidence_id(b"other" * 7, plate) != want

@@ -348,3 +348,26 @@ def test_tokens_are_listed_and_revoked_from_the_cli_and_audited(world: dict[str,
     created = [e for e in audit["entries"] if e["action"] == "token_created"]
     assert len(created) == 7
     assert all(e["detail"]["expires_t"] for e in created)
+
+
+def test_evidence_is_an_opaque_id_outside_the_operator(world: dict[str, Any]) -> None:
+    """Issue 13, item 9: a camera's snapshot name (which may carry a plate) is stored and
+    served as an opaque id; ``linli evidence id`` finds which snapshot an id stands for."""
+    srv, a = world["srv"], world["tokens"]["a"]
+    plate = "snap/\u4eacA88888_1201.jpg"
+    lane = {"dev": "fl-2", "kind": "fire_lane", "fields": {"occupied": True, "evidence": plate}}
+    publish(world["broker"], f"linli/v1/{C}/gw-1/up", envelope(C, 3, lane))
+    deadline = time.monotonic() + 10
+    items: list[dict[str, Any]] = []
+    while not items and time.monotonic() < deadline:
+        _s, body = call(srv, "GET", f"/api/devices/{C}/fl-2/history?since=0", None, a)
+        items = body["items"]
+        time.sleep(0.1)
+    found = run_linli("evidence", "id", plate, "--config", str(world["settings"]))
+    assert found.returncode == 0, found.stderr
+    opaque = found.stdout.split()[0]
+    assert opaque.startswith("ev_")
+    assert [i["fields"]["evidence"] for i in items] == [opaque]
+    for token in (a, ADMIN_TOKEN):
+        _s, overview = call(srv, "GET", "/api/overview", None, token)
+        assert "A88888" not in json.dumps(overview, ensure_ascii=False)
