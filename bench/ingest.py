@@ -45,6 +45,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+#: The operator token of the benchmark server (/api/ingest is operator only).
+ADMIN = "bench-admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -201,8 +203,9 @@ class Server:
             f'mqtt_url = "mqtt://127.0.0.1:{broker_port}"\n'
             f'database_url = "sqlite+aiosqlite:///{tmp / "linli.db"}"\n'
             f'telemetry_path = "{tmp / "telemetry.db"}"\nhttp_port = {self.port}\n'
-            'mqtt_shared_group = ""\n' + extra
+            'mqtt_shared_group = ""\n' + f'admin_token = "{ADMIN}"\n' + extra
         )
+        self.settings.chmod(0o600)  # it holds a secret: the server refuses it readable
         reg = yaml.safe_load((ROOT / "server/demo_data/shancheng.yaml").read_text())
         com = next(c for c in reg["communities"] if c["id"] == COMMUNITY)
         com["gateways"].append({"id": GATEWAY})
@@ -256,7 +259,9 @@ class Server:
         self._sampling.set()
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
     def items(self) -> int:

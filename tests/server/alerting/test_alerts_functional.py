@@ -417,7 +417,7 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
             ("ms-shanting", f"/api/alerts/{trapped_b['id']}/transitions",
              {"to": "on_site"}, 403, "read only"),
             ("pc-xinju", f"/api/alerts/{trapped_b['id']}/transitions",
-             b'{"to": "on_site", "note": "' + b"x" * (1 << 20) + b'"}', 413, "Too Large"),
+             b'{"to": "on_site", "note": "' + b"x" * (1 << 20) + b'"}', 413, "over the limit"),
             ("pc-xinju", "/api/alerts?state=burning", None, 400, "state='burning'"),
             ("nobody", "/api/alerts", None, 401, "not valid"),
         ]  # fmt: skip
