@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tokens":
             return asyncio.run(run_tokens(args, load_settings(args.config)))
         if args.command == "evidence":
-            secret = evidence_key(load_settings(args.config))
+            settings = load_settings(args.config)
+            if not Path(settings.signing_key_path).exists():  # never make a new key here
+                raise ConfigError.one("evidence id", None, "signing_key_path",
+                                      f"no key at {settings.signing_key_path}: run this with "
+                                      "the server's settings (--config)")  # fmt: skip
+            secret = evidence_key(settings)
             for ref in args.reference:
                 print(f"{evidence_id(secret, ref)}  {ref}")
             return 0

@@ -40,6 +40,9 @@ __all__ = ["add_alert_routes"]
 
 _STATES: Final = frozenset(get_args(AlertState))
 MAX_T: Final = 4_102_444_800_000
+#: A maintenance visit may be recorded this many days late at most (older paper records
+#: go in through the registry's last_maintained).
+MAINTENANCE_BACKDATE_DAYS: Final = 400
 
 
 def _evidence(request: web.Request, caller: Caller, text: str) -> str:
@@ -207,6 +210,9 @@ async def post_maintenance(request: web.Request) -> web.Response:
     day = req.day or today
     if day > today:
         raise json_error(web.HTTPBadRequest, f"day: {day} is in the future")
+    if day < today - dt.timedelta(days=MAINTENANCE_BACKDATE_DAYS):
+        message = f"day: {day} is more than {MAINTENANCE_BACKDATE_DAYS} days ago"
+        raise json_error(web.HTTPBadRequest, message)
     if len(req.note) > 4000:
         raise json_error(web.HTTPBadRequest, "note: longer than 4000 characters")
     async with request.app[DATABASE].session(write=True) as session:

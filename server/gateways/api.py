@@ -45,7 +45,7 @@ from server.settings import Settings
 from server.store import audit, models
 from server.store.db import Database
 from server.web.auth import operator_only
-from server.web.http_json import int_param, json_error
+from server.web.http_json import int_param, json_error, json_too_large
 
 __all__ = ["add_gateway_admin_routes"]
 
@@ -67,7 +67,7 @@ def _now_ms() -> int:
 async def _json_body(request: web.Request, limit: int) -> Any:
     raw = await request.read()
     if len(raw) > limit:
-        raise json_error(web.HTTPRequestEntityTooLarge, f"body is {len(raw)} bytes, over {limit}")
+        raise json_too_large(limit, len(raw))
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -80,9 +80,12 @@ async def _gateway_of(request: web.Request) -> tuple[Settings, Database, str, st
     community = request.match_info["community"]
     gateway = request.match_info["gateway"]
     async with db.session() as session:
-        if await session.get(models.Gateway, (community, gateway)) is None:
-            message = f"no gateway {gateway!r} in community {community!r}"
-            raise json_error(web.HTTPNotFound, message)
+        row = await session.get(models.Gateway, (community, gateway))
+    if row is None:
+        raise json_error(web.HTTPNotFound, f"no gateway {gateway!r} in community {community!r}")
+    if row.retired and request.method != "GET":
+        message = f"gateway {community}/{gateway} is retired: it takes no configs or commands"
+        raise json_error(web.HTTPConflict, message)
     return settings, db, community, gateway
 
 

@@ -55,13 +55,23 @@ log = logging.getLogger(__name__)
 UNREGISTERED: Final = "unregistered"
 
 REGISTRY_RELOAD_MIN_S: Final = 5.0
+#: The registry is read again at least this often anyway, so that a change that names no new
+#: id (a gateway retired) takes effect without a restart.
+REGISTRY_REFRESH_S: Final = 30.0
 RECENT_REJECTS: Final = 50
 #: How much of a rejected payload is kept for the API (enough to see what it was).
 REJECT_EXCERPT_BYTES: Final = 300
 
 
 #: Where devices put a snapshot's reference: a reading's field, an event's data keys.
-EVIDENCE_KEYS: Final = ("evidence", "snapshot")
+EVIDENCE_KEYS: Final = ("evidence", "snapshot", "photo", "image", "picture", "pic", "img")
+#: Event data a device should never send (personal information, 个人信息保护法): dropped at
+#: ingest and counted (``personal_data_dropped``). Profiles do not map these; a gateway or a
+#: device publishing straight to the broker might.
+PERSONAL_KEYS: Final = frozenset(
+    {"plate", "plate_no", "plate_number", "license_plate", "phone", "mobile", "id_card",
+     "id_no", "name", "face"}
+)  # fmt: skip
 _EVIDENCE_ID: Final = re.compile(r"^ev_[0-9a-f]{20}$")
 
 
@@ -75,7 +85,10 @@ def evidence_id(key: bytes, reference: str) -> str:
     return "ev_" + hmac.new(key, reference.encode(), hashlib.sha256).hexdigest()[:20]
 
 
-def _opaque_evidence(key: bytes, items: Sequence[Item]) -> None:
+def _opaque_evidence(key: bytes, items: Sequence[Item]) -> int:
+    """Evidence references become ids; personal keys of event data are dropped. Returns how
+    many values were dropped."""
+    dropped = 0
     for item in items:
         values = item.fields if isinstance(item, Reading) else item.data
         if not values:
@@ -84,6 +97,11 @@ def _opaque_evidence(key: bytes, items: Sequence[Item]) -> None:
             ref = values.get(name)
             if isinstance(ref, str) and ref:
                 values[name] = evidence_id(key, ref)
+        if not isinstance(item, Reading):
+            for name in [k for k in values if k.lower() in PERSONAL_KEYS]:
+                del values[name]
+                dropped += 1
+    return dropped
 
 
 class Reason(enum.StrEnum):
@@ -130,6 +148,8 @@ class IngestStats:
     duplicates: int = 0
     status_messages: int = 0
     alert_errors: int = 0
+    #: Values of event data dropped as personal information (PERSONAL_KEYS).
+    personal_data_dropped: int = 0
     #: Commits made durable (each ends a batch of messages; then they are acknowledged).
     commits: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -238,6 +258,8 @@ class Ingest:
                 f"envelope says community={env.community!r} gw={env.gw!r}",
                 payload,
             )
+        if self._clock() - self._reloaded_at >= REGISTRY_REFRESH_S:
+            await self._reload_registry()
         problem = self._check_registry(env)
         if problem is not None and await self._reload_registry():
             problem = self._check_registry(env)
@@ -254,7 +276,7 @@ class Ingest:
             self.stats.duplicates += 1
             return None
         if self.evidence_key is not None:
-            _opaque_evidence(self.evidence_key, env.items)
+            self.stats.personal_data_dropped += _opaque_evidence(self.evidence_key, env.items)
         self._live.apply(env.community, env.items)
         await self._writer.write(env.community, env.gw, env.items)
         # Counted once written, so that a reader of the counts finds the items stored.
@@ -284,6 +306,8 @@ class Ingest:
                 f"status names {status.community}/{status.gw}",
                 payload,
             )
+        if self._clock() - self._reloaded_at >= REGISTRY_REFRESH_S:
+            await self._reload_registry()
         if (community, gateway) in self._registry.retired:
             message = f"gateway {gateway!r} of {community} is retired"
             return self._reject(topic, Reason.RETIRED_GATEWAY, message, payload)
@@ -369,6 +393,7 @@ class Ingest:
             "commits": self.stats.commits,
             "status_messages": self.stats.status_messages,
             "alert_errors": self.stats.alert_errors,
+            "personal_data_dropped": self.stats.personal_data_dropped,
             "rejected": dict(self.stats.rejected),
             "rejected_total": sum(self.stats.rejected.values()),
             "recent_rejects": [r.as_json() for r in self.stats.recent_rejects],

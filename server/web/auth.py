@@ -89,7 +89,10 @@ def _unauthorized(message: str, error: str | None = None) -> web.HTTPError:
 def bearer_token(request: web.Request, what: str = "token") -> str:
     """The ``Authorization: Bearer`` token of a request; 401 (with ``WWW-Authenticate``)
     naming what is expected when there is none."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    given = request.headers.getall("Authorization", [])
+    if len(given) > 1:
+        raise _refuse(web.HTTPBadRequest, "send one Authorization header, not several")
+    scheme, _, token = (given[0] if given else "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized(f"missing Authorization: Bearer <{what}>")
     return token.strip()
@@ -387,11 +390,11 @@ def api_guard(config: GuardConfig) -> Middleware:
         length = request.content_length
         if length is not None and length > limit:
             # Refused from the header: the body is never read, the connection is closed.
-            return web.json_response(
-                {"error": f"a body of {length} bytes is over the limit of {limit}"},
-                status=413,
-                headers={"Connection": "close"},
+            refused = web.json_response(
+                {"error": f"a body of {length} bytes is over the limit of {limit}"}, status=413
             )
+            refused.force_close()  # the body is never read: the connection ends here
+            return refused
         failures = config.failures(app)
         address = request.remote or "unknown"
         wait = failures.wait(address)

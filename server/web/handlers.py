@@ -51,11 +51,11 @@ async def index(_request: web.Request) -> web.FileResponse:
 
 
 def _gateways_seen(
-    scope: Scope, gateways: dict[tuple[str, str], dict[str, Any]], hosts: set[tuple[str, str]]
+    scope: Scope, gateways: dict[tuple[str, str], dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Gateway entries the caller sees: all of its whole communities', and those that host
-    a device it sees elsewhere (``hosts``)."""
-    return [g for key, g in gateways.items() if scope.whole(key[0]) or key in hosts]
+    """Gateway entries the caller sees: those of the communities it sees whole. (A gateway's
+    health names every device it polls: a caller that sees single devices gets none.)"""
+    return [g for key, g in gateways.items() if scope.whole(key[0])]
 
 
 @scoped
@@ -80,11 +80,9 @@ async def overview(request: web.Request) -> web.Response:
         ).all()
         orgs = {o.id: o for o in (await session.scalars(select(models.Organisation))).all()}
     by_community: dict[str, list[dict[str, Any]]] = {}
-    hosts: set[tuple[str, str]] = set()
     for d in devices:
         if not scope.device(d.community_id, d.id):
             continue
-        hosts.add((d.community_id, d.gateway_id))
         state = live.devices.get((d.community_id, d.id))
         by_community.setdefault(d.community_id, []).append(
             {
@@ -110,26 +108,16 @@ async def overview(request: web.Request) -> web.Response:
             for c in communities
             if scope.whole(c.id) or c.id in by_community
         ],
-        "gateways": _gateways_seen(scope, live.gateways, hosts),
+        "gateways": _gateways_seen(scope, live.gateways),
         "server_time": time.time_ns() // 1_000_000,
     }
     return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
-def _visible_update(scope: Scope, hosts: frozenset[tuple[str, str]], u: dict[str, Any]) -> bool:
+def _visible_update(scope: Scope, u: dict[str, Any]) -> bool:
     if u.get("type") == "gateway":
-        return scope.whole(u["community"]) or (u["community"], u["gateway"]) in hosts
+        return scope.whole(u["community"])
     return scope.device(u["community"], u["dev"])
-
-
-async def _hosts(request: web.Request, scope: Scope) -> frozenset[tuple[str, str]]:
-    """The gateways that serve the devices ``scope`` names one by one."""
-    if scope.everything or not scope.devices:
-        return frozenset()
-    devices = request.app[INGEST].registry.devices
-    return frozenset(
-        (c, info.gateway) for (c, d), info in devices.items() if (c, d) in scope.devices
-    )
 
 
 @scoped
@@ -139,7 +127,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     stream, and a company's scope follows its contracts across midnight."""
     caller = caller_of(request)
     scope = caller.scope
-    hosts = await _hosts(request, scope)
     live = request.app[LIVE]
     response = web.StreamResponse(
         headers={
@@ -173,14 +160,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     await response.write(b"event: revoked\ndata: {}\n\n")
                     break
                 scope = renewed.scope
-                hosts = await _hosts(request, scope)
             try:
                 batch = await asyncio.wait_for(sub.next_batch(), SSE_KEEPALIVE_S)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
             if not scope.everything:
-                batch = [u for u in batch if _visible_update(scope, hosts, u)]
+                batch = [u for u in batch if _visible_update(scope, u)]
                 if not batch:
                     continue
             data = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))

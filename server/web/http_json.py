@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-__all__ = ["MAX_ID", "int_param", "json_error", "path_id"]
+__all__ = ["MAX_ID", "int_param", "json_error", "json_too_large", "path_id"]
 
 #: The largest id a path may name: SQL integer keys are signed 64-bit.
 MAX_ID = 2**63 - 1
@@ -21,6 +21,16 @@ def _ascii_int(raw: str) -> int | None:
     if not 0 < len(digits) <= 19 or not set(digits) <= _ASCII_DIGITS:
         return None
     return int(raw)
+
+
+def json_too_large(limit: int, size: int) -> web.HTTPError:
+    """413 for a body of ``size`` bytes over ``limit`` (its class takes the sizes too)."""
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=size,
+        text=json.dumps({"error": f"body is {size} bytes, over the limit of {limit}"}),
+        content_type="application/json",
+    )
 
 
 def json_error(cls: type[web.HTTPError], message: str) -> web.HTTPError:

@@ -65,7 +65,7 @@ def _now_ms() -> int:
 def _when(t: int | None, tz: ZoneInfo) -> str:
     if t is None:
         return "never"
-    return dt.datetime.fromtimestamp(t / 1000, tz).isoformat(sep=" ", timespec="minutes")
+    return dt.datetime.fromtimestamp(t / 1000, tz).strftime("%Y-%m-%d %H:%M")
 
 
 def _state(row: models.ApiToken, now: int) -> str:

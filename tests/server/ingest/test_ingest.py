@@ -161,6 +161,29 @@ async def test_a_retired_gateway_is_rejected_and_counted_against_it(tmp_path: Pa
         assert await store.counts() == {"meihuayuan/fl-1": {"readings": 1, "events": 0}}
         stats = ingest.stats_json()
         assert stats["rejected_by_gateway"]["meihuayuan/gw-old"] == {"retired_gateway": 2}
+        # Retired while the server runs: it takes effect at the next refresh, no restart.
+        clock = [0.0]
+        live_path = tmp_path / "live.yaml"
+        live_path.write_text(text.replace("      - id: gw-old\n        retired: true\n",
+                                          "      - id: gw-old\n"), encoding="utf-8")  # fmt: skip
+        async with db.session(write=True) as s:
+            await import_registry(s, load_registry(live_path))
+
+        async def reload() -> RegistryIndex:
+            async with db.session() as s:
+                return await load_registry_index(s)
+
+        running = Ingest(prefix="linli/v1", registry=await reload(), load_registry=reload,
+                         live=LiveState(), writer=store, clock=lambda: clock[0])  # fmt: skip
+        running._reloaded_at = 0.0
+        assert await running.handle(old_up, env(5, lane(T0, True)).replace(
+            b'"gw-1"', b'"gw-old"')) is None  # fmt: skip
+        async with db.session(write=True) as s:
+            await import_registry(s, load_registry(path))  # retired now
+        clock[0] = 31.0
+        late = await running.handle(old_up, env(6, lane(T0, True)).replace(b'"gw-1"', b'"gw-old"'))
+        assert late is not None
+        assert late.reason == "retired_gateway"
         bad = tmp_path / "bad.yaml"
         bad.write_text(text.replace("        gateway: gw-1\n", "        gateway: gw-old\n", 1))
         with pytest.raises(ConfigError, match="gateway 'gw-old' is retired: move the device"):
@@ -185,8 +208,9 @@ async def test_evidence_references_are_stored_as_opaque_ids(tmp_path: Path) -> N
             ingest = Ingest(prefix="linli/v1", registry=registry, load_registry=load,
                             live=live, writer=store, evidence_key=key)  # fmt: skip
             reading = {**lane(T0, True), "fields": {"occupied": True, "evidence": plate}}
+            data = {"snapshot": plate, "photo": plate, "plate": "\u4eacA1", "confidence": 0.9}
             ebike = {"t": T0, "dev": "el-1-1", "kind": "elevator", "event": "ebike_detected",
-                     "state": "start", "data": {"snapshot": plate}}  # fmt: skip
+                     "state": "start", "data": data}  # fmt: skip
             assert await ingest.handle(UP, env(0, reading, ebike)) is None
             await store.flush()
             stored = json.dumps(await store.items("meihuayuan", "fl-1", "fire_lane",
@@ -198,7 +222,8 @@ async def test_evidence_references_are_stored_as_opaque_ids(tmp_path: Path) -> N
     assert len(want) == 23
     assert "A12345" not in stored
     assert want in stored
-    assert [e.data for e in events] == [{"snapshot": want}]
+    assert [e.data for e in events] == [{"snapshot": want, "photo": want, "confidence": 0.9}]
+    assert ingest.stats.personal_data_dropped == 1  # the plate
     assert live.devices[("meihuayuan", "fl-1")].fields["evidence"] == want
     assert evidence_id(key, want) == want  # an id stays itself
     assert evidence_id(b"other" * 7, plate) != want

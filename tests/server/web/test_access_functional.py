@@ -243,7 +243,8 @@ def test_the_right_token_sees_its_own_things_and_only_those(
     # A company cannot manage gateways or read ingest diagnostics: only the operator.
     assert call(srv, "GET", "/api/ingest", None, tokens["a"])[0] == 403
     assert call(srv, "GET", "/api/ingest", None, ADMIN_TOKEN)[0] == 200
-    # Market supervision sees the district's elevators, not a community's gates or lanes.
+    # Market supervision sees the district's elevators, not a community's gates or lanes,
+    # nor gateways (whose health names every device they poll).
     market = tokens["market"]
     assert call(srv, "GET", f"/api/devices/{C}/el-1-1/history", None, market)[0] == 200
     assert call(srv, "GET", f"/api/devices/{C}/fl-1/history", None, market)[0] == 404
@@ -253,6 +254,9 @@ def test_the_right_token_sees_its_own_things_and_only_those(
     kinds = {d["kind"] for c in overview["communities"] for d in c["devices"]}
     assert kinds == {"elevator"}
     assert len(overview["communities"]) > 1  # every community of the district with elevators
+    assert overview["gateways"] == []
+    _s, uptime = call(srv, "GET", f"/api/communities/{C}/gateways/uptime", None, market)
+    assert not uptime["gateways"]
     # A maintenance unit sees the elevators it maintains.
     _s, overview = call(srv, "GET", "/api/overview", None, tokens["unit"])
     assert {d["kind"] for c in overview["communities"] for d in c["devices"]} == {"elevator"}
@@ -280,6 +284,11 @@ def test_a_50_mb_body_is_refused_without_being_read(world: dict[str, Any]) -> No
             assert chunk, "the server closed without answering"
             answer += chunk
         assert time.monotonic() - started < 5
+        # The server hangs up rather than reading the rest: the socket ends after the answer
+        # (once a short drain, server/serving.py LINGER_S, is over).
+        sock.settimeout(5)
+        while chunk := sock.recv(65536):
+            answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"Connection: close" in answer
     assert rss_kb() - before < 10_000  # not 50 MB more
@@ -371,3 +380,31 @@ def test_evidence_is_an_opaque_id_outside_the_operator(world: dict[str, Any]) ->
     for token in (a, ADMIN_TOKEN):
         _s, overview = call(srv, "GET", "/api/overview", None, token)
         assert "A88888" not in json.dumps(overview, ensure_ascii=False)
+
+
+def test_header_tricks_oversized_bodies_and_a_token_in_the_query(world: dict[str, Any]) -> None:
+    """Found by an outside tester: two Authorization headers, an oversized gateway config or
+    command (was a 500), a token sent in the query string (was written to the access log)."""
+    srv, tokens = world["srv"], world["tokens"]
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.putrequest("GET", "/api/ingest")
+    conn.putheader("Authorization", f"Bearer {ADMIN_TOKEN}")
+    conn.putheader("Authorization", f"Bearer {tokens['b']}")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert (resp.status, json.loads(resp.read())["error"]) == (
+        400, "send one Authorization header, not several")  # fmt: skip
+    conn.close()
+    big_config = {"config_version": 100, "edge": {"x": "y" * 270_000}}
+    status, answer = call(srv, "PUT", f"{GP}/config", big_config, ADMIN_TOKEN)
+    assert status == 413
+    assert answer["error"].endswith("bytes, over the limit of 262144")
+    big_command = {"op": "ping", "pad": "z" * 17_000}
+    assert call(srv, "POST", f"{GP}/commands", big_command, ADMIN_TOKEN)[0] == 413
+    secret = "lk_query-string-token-must-not-be-logged"
+    assert call(srv, "GET", f"/api/overview?access_token={secret}", None, None)[0] == 401
+    time.sleep(0.2)
+    log = srv.log.read_text()
+    assert secret not in log
+    assert "/api/overview?access_token=***" in log
+    assert "Traceback" not in log
