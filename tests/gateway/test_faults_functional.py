@@ -203,10 +203,13 @@ async def test_disk_budget_thins_readings_keeps_every_event_and_reports_drops(
     await asyncio.sleep(2)
     broker.start()
 
-    def drained_health() -> dict[str, Any] | None:
+    def latest_health() -> dict[str, Any] | None:
         overview = get_json(f"{srv.url}/api/overview")
         entry = next((g for g in overview["gateways"] if g["gateway"] == "gw-1"), None)
-        health = entry.get("health") if entry else None
+        return entry.get("health") if entry else None
+
+    def drained_health() -> dict[str, Any] | None:
+        health = latest_health()
         return health if health and health["queue_depth"] <= 1 else None
 
     await asyncio.to_thread(
@@ -215,7 +218,9 @@ async def test_disk_budget_thins_readings_keeps_every_event_and_reports_drops(
     assert stop(gw) == 0, log.read_text()[-3000:]
     produced = produced_items(record)
     await asyncio.sleep(1)
-    health = drained_health()
+    # The last health item the gateway sent (on its way out it may count a couple of items
+    # still queued: the drain was checked before the stop).
+    health = latest_health()
     assert health is not None
     thinned = health["thinned"]
     assert thinned > 0, "the budget was reached"

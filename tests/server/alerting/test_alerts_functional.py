@@ -436,7 +436,10 @@ async def test_alerts_reach_the_responsible_orgs_on_time_and_escalate_once(
         status, made = api(srv, tokens["mu-tengda"], "POST", "/api/maintenance", visit)
         assert (status, made["day"], made["org"]) == (201, TODAY.isoformat(), "mu-tengda")
         refused = [
-            ("pc-anju", visit, 403, "neither maintains el-1-1 nor serves meihuayuan"),
+            # The old company no longer sees the car (404, as if it did not exist); market
+            # supervision sees it but neither maintains it nor serves the community (403).
+            ("pc-anju", visit, 404, "no elevator 'el-1-1'"),
+            ("ms-shanting", visit, 403, "neither maintains el-1-1 nor serves meihuayuan"),
             ("mu-tengda", {**visit, "device": "fl-2"}, 404, "no elevator 'fl-2'"),
             ("mu-tengda", {**visit, "day": "2999-01-01"}, 400, "is in the future"),
             ("mu-tengda", {**visit, "day": "yesterday"}, 400, "$.day"),
