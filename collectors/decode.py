@@ -18,6 +18,7 @@ import msgspec
 
 from collectors.points import (
     SIZE,
+    BitSpec,
     Decoder,
     PointSpec,
     Sample,
@@ -59,6 +60,10 @@ def _target(point: Point) -> Literal["field", "bits", "event", "codes"]:
     return "field"
 
 
+def _lowest_bit(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1
+
+
 def _spec(
     kind: str, point: Point, name: str, start: int, *, size: int = 0, bit: int | None = None
 ) -> PointSpec:
@@ -73,14 +78,19 @@ def _spec(
             field_kind = "str"
         elif point.type == "bool":
             field_kind = "bool"
-        elif point.type != "f32" and point.scale == int(point.scale):
+        elif point.type not in ("f32", "f64") and point.scale == int(point.scale):
             field_kind = "int"
-    bits: dict[int, tuple[Literal["field", "event"], str, bool]] | None = None
+    bits: dict[int, BitSpec] | None = None
     if point.bits is not None:
         bits = {
-            b: ("field", t.field, t.invert) if t.field else ("event", t.event or "", t.invert)
+            b: ("field", t.field, t.invert, t.when_set, t.when_clear)
+            if t.field
+            else ("event", t.event or "", t.invert, None, None)
             for b, t in point.bits.items()
         }
+    shift = 0
+    if point.mask is not None:
+        shift = point.shift if point.shift is not None else _lowest_bit(point.mask)
     return PointSpec(
         name=name,
         start=start,
@@ -91,6 +101,8 @@ def _spec(
         offset=point.offset,
         size=size,
         bit=bit,
+        mask=point.mask,
+        shift=shift,
         target=_target(point),
         field_name=point.field or "",
         field_kind=field_kind,

@@ -22,7 +22,7 @@ from typing import Final, Literal, cast
 import msgspec
 
 from collectors.checksums import WIDTH, ChecksumName
-from collectors.points import SIZE, FieldType, Order, ValueType, field_type
+from collectors.points import BCD_TYPES, SIZE, Order, ValueType, field_type
 from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND, ID_PATTERN, DeviceKind
 from collectors.yamlconf import ConfigError, Problem, load_yaml
 
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 PROFILE_VERSION: Final = 1
+_FLOATS: Final = ("f32", "f64")
 #: Modbus application protocol v1.1b3 §6.3/§6.4: at most 125 registers per read, and
 #: §6.1/§6.2: 2000 coils or discrete inputs.
 MAX_READ_REGISTERS: Final = 125
@@ -77,17 +78,24 @@ class SerialSettings(_Conf, frozen=True):
 
 
 class BitTarget(_Conf, frozen=True):
-    """What one bit of a status word means: a boolean field or a condition event."""
+    """What one bit of a status word means: a boolean field, a named field's value when the
+    bit is set and when it is clear (``set``/``clear``: YAML reads ``on``/``off`` keys as
+    booleans), or a condition event."""
 
     field: str | None = None
     event: str | None = None
     invert: bool = False
+    #: For a named field (``power``, ``door``): its value while the bit is set / clear; one
+    #: may be left out (the field is then not set in that case).
+    when_set: str | None = msgspec.field(default=None, name="set")
+    when_clear: str | None = msgspec.field(default=None, name="clear")
 
 
 class Point(_Conf, frozen=True):
     """One value and what it becomes. Exactly one of field, bits, event, codes.
 
-    value = raw × scale + offset; ``enum`` maps raw integers to a field's names, ``bits`` maps
+    value = raw × scale + offset (raw first narrowed to ``(raw & mask) >> shift`` when a
+    ``mask`` is given); ``enum`` maps raw integers to a field's names, ``bits`` maps
     bit numbers (0 = least significant) of a status word, ``event`` is a condition that is on
     while the value is non-zero, ``codes`` maps a fault-code value to the event it starts
     (0 = no fault; a change ends the old event and starts the new one).
@@ -96,6 +104,10 @@ class Point(_Conf, frozen=True):
     type: ValueType = "u16"
     byte_order: Order = "big"
     word_order: Order = "big"
+    #: A bit group of the value: ``(raw & mask) >> shift`` is what the rest of the point
+    #: sees (enum, scale, event, codes). ``shift`` defaults to the mask's lowest set bit.
+    mask: int | None = None
+    shift: int | None = None
     scale: float = 1.0
     offset: float = 0.0
     field: str | None = None
@@ -289,15 +301,25 @@ def _check_point(
     if len(targets) != 1:
         yield path, "a point needs exactly one of field, bits, event or codes"
         return
-    if p.type == "f32" and targets[0] != "field":
-        yield f"{path}.type", "f32 can only feed a field"
+    if p.type in _FLOATS and targets[0] != "field":
+        yield f"{path}.type", f"{p.type} can only feed a field"
+    if p.mask is not None or p.shift is not None:
+        width = 8 * SIZE[p.type]
+        if p.type in (*_FLOATS, "bool", *BCD_TYPES):
+            yield f"{path}.mask", f"a mask needs an integer type, not {p.type}"
+        elif p.mask is None:
+            yield f"{path}.shift", "shift goes with mask"
+        elif not 0 < p.mask < 1 << width:
+            yield f"{path}.mask", f"{p.mask:#x} is not a mask of a {width}-bit {p.type}"
+        elif p.shift is not None and not 0 <= p.shift < width:
+            yield f"{path}.shift", f"{p.shift} is outside 0..{width - 1}"
     if p.enum is not None and p.field is None:
         yield f"{path}.enum", "enum only goes with field"
     if p.field is not None and not in_data:
         yield from _check_field(kind, p, path)
     if p.bits is not None:
         width = 8 * SIZE[p.type]
-        if p.type in ("f32", "bool"):
+        if p.type in (*_FLOATS, "bool", *BCD_TYPES):
             yield f"{path}.type", "bits need an integer type"
         for bit, target in p.bits.items():
             bpath = f"{path}.bits.{bit}"
@@ -306,9 +328,7 @@ def _check_point(
             if (target.field is None) == (target.event is None):
                 yield bpath, "a bit needs exactly one of field or event"
             elif target.field is not None:
-                ft = field_type(kind, target.field)
-                if ft is None or ft[0] != "bool":
-                    yield f"{bpath}.field", _not_bool(kind, target.field, ft)
+                yield from _check_bit_field(kind, target, bpath)
             elif target.event is not None and target.event not in EVENTS_BY_KIND[kind]:
                 yield f"{bpath}.event", _unknown_event(kind, target.event)
     if p.event is not None and p.event not in EVENTS_BY_KIND[kind]:
@@ -340,10 +360,37 @@ def _unknown_field(kind: str, name: str) -> str:
     return f"{name!r} is not {_article(kind)} {kind} field; {hint}"
 
 
-def _not_bool(kind: str, name: str, ft: FieldType | None) -> str:
+def _check_bit_field(kind: str, target: BitTarget, bpath: str) -> Iterator[tuple[str, str]]:
+    """A bit sets a bool field (set = true, unless ``invert``), or a named field to its
+    ``set`` / ``clear`` value; numbers come from a bit group (``mask``), not from one bit."""
+    assert target.field is not None
+    ft = field_type(kind, target.field)
     if ft is None:
-        return _unknown_field(kind, name)
-    return f"{kind} field {name!r} is {ft[0]}, but a bit can only set a bool field"
+        yield f"{bpath}.field", _unknown_field(kind, target.field)
+        return
+    base, allowed = ft
+    named = target.when_set is not None or target.when_clear is not None
+    if base == "bool":
+        if named:
+            yield f"{bpath}.set", (f"{kind} field {target.field!r} is bool: the bit sets it; "
+                                   "drop set/clear (invert: true flips it)")  # fmt: skip
+        return
+    if base != "str":
+        yield f"{bpath}.field", (f"{kind} field {target.field!r} is {base}: one bit cannot "
+                                 "hold it; read a bit group with mask (and scale)")  # fmt: skip
+        return
+    if not named:
+        yield f"{bpath}.field", (f"{kind} field {target.field!r} takes names: say which with "
+                                 f"set/clear ({', '.join(sorted(allowed))})")  # fmt: skip
+    for key, label in (("set", target.when_set), ("clear", target.when_clear)):
+        if label is not None and allowed and label not in allowed:
+            yield f"{bpath}.{key}", _not_allowed(target.field, label, allowed)
+
+
+def _not_allowed(name: str, label: str, allowed: frozenset[str]) -> str:
+    near = difflib.get_close_matches(label, sorted(allowed), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{label!r} is not allowed for {name}: use one of {', '.join(sorted(allowed))}{hint}"
 
 
 def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
@@ -366,8 +413,8 @@ def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
             yield f"{path}.enum_default", f"{p.enum_default!r} is not allowed for {p.field}"
     if base == "int" and (p.scale != int(p.scale) or p.offset != int(p.offset)):
         yield f"{path}.scale", f"{kind} field {p.field!r} is an integer; scale/offset must be too"
-    if base == "int" and p.type == "f32":
-        yield f"{path}.type", f"{kind} field {p.field!r} is an integer; f32 cannot feed it"
+    if base == "int" and p.type in _FLOATS:
+        yield f"{path}.type", f"{kind} field {p.field!r} is an integer; {p.type} cannot feed it"
 
 
 def _check_common(p: _ProfileBase) -> Iterator[tuple[str, str]]:

@@ -20,6 +20,7 @@ def test_every_shipped_profile_loads() -> None:
         "hx-em100",
         "jt-gc4",
         "lk-fl200",
+        "sd-lt300",
         "xf-ui30",
     ]
     # Each records how often it reports and the thresholds it is set to.
@@ -90,7 +91,7 @@ def test_unknown_protocol(tmp_path: Path) -> None:
 def test_cli_validate_ok_and_broken(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(FIRMWARE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("OK ") == 7  # six profiles and the example site
+    assert done.stdout.count("OK ") == 8  # seven profiles and the example site
     bad = tmp_path / "bad"
     bad.mkdir()
     text = (FIRMWARE / "elevator" / "hx-em100.yaml").read_text()
@@ -137,3 +138,37 @@ def test_cli_validate_empty_file_and_empty_directory(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(tmp_path / "none"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"{tmp_path / 'none'}: no YAML files found"
+
+
+def test_bit_groups_and_named_bits_are_checked_in_one_run(tmp_path: Path) -> None:
+    """Issue 14: masks and set/clear bits, and what they cannot do, each with its fix."""
+    text = (FIRMWARE / "elevator/sd-lt300.yaml").read_text()
+    for old, new in (
+        ("mask: 0x0003, field: direction", "mask: 0x30000, field: direction"),
+        ("10: {field: power, set: mains, clear: battery}", "10: {field: power, set: main}"),
+        ("2: {field: door_zone}", "2: {field: door_zone, set: closed}"),
+        ("8: {field: running}", "8: {field: floor}"),
+        ("9: {field: occupied}", "9: {field: service_mode}"),
+        ("type: bcd16\n", "type: bcd16\n    mask: 0xF0\n"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    got = [f"{p.line}: {p.path}: {p.reason}" for p in info.value.problems]
+    assert got == [
+        "24: points[0].mask: 0x30000 is not a mask of a 16-bit u16",
+        "30: points[2].bits.2.set: elevator field 'door_zone' is bool: the bit sets it; "
+        "drop set/clear (invert: true flips it)",
+        "31: points[2].bits.8.field: elevator field 'floor' is int: one bit cannot hold it; "
+        "read a bit group with mask (and scale)",
+        "32: points[2].bits.9.field: elevator field 'service_mode' takes names: say which "
+        "with set/clear (earthquake, emergency_power, fire_return, firefighter, inspection, "
+        "normal, out_of_service, unknown)",
+        "33: points[2].bits.10.set: 'main' is not allowed for power: use one of battery, "
+        "mains, off; did you mean 'mains'?",
+        "38: points[4].mask: a mask needs an integer type, not bcd16",
+        "35: points[3]: field 'floor' is already set by points[2]",
+    ]
