@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -242,8 +243,10 @@ class MqttTopic(_Conf, frozen=True):
     """A topic pattern with named levels, e.g. ``aibox/{box}/lane/{zone}``.
 
     ``address`` says where the device's address comes from: ``topic:NAME`` (a named level)
-    or ``json:PATH``. ``time`` is a JSON path to the device's timestamp (``time_unit`` s or
-    ms); without it the arrival time is used.
+    or ``json:PATH``. ``time`` is a JSON path to the device's timestamp: epoch seconds
+    (``time_unit: s``) or milliseconds (``ms``), or an ISO-8601 string (``iso8601``, e.g.
+    ``2026-11-22T14:03:05+08:00``; one without an offset is in ``time_zone``). Without it
+    the arrival time is used.
     """
 
     pattern: str
@@ -251,7 +254,8 @@ class MqttTopic(_Conf, frozen=True):
     fields: dict[str, MqttField] = {}
     events: list[MqttEvent] = []
     time: str | None = None
-    time_unit: Literal["s", "ms"] = "ms"
+    time_unit: Literal["s", "ms", "iso8601"] = "ms"
+    time_zone: str = "Asia/Shanghai"
 
 
 class MqttProfile(_ProfileBase, frozen=True, kw_only=True, tag="mqtt", tag_field="protocol"):
@@ -526,23 +530,47 @@ def _check_mqtt(p: MqttProfile) -> Iterator[tuple[str, str]]:
             yield f"{path}.address", f"the pattern has no level {{{ref}}}"
         if not t.fields and not t.events:
             yield path, "a topic needs fields or events"
+        if t.time_unit == "iso8601" or t.time_zone != "Asia/Shanghai":
+            try:
+                ZoneInfo(t.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                yield f"{path}.time_zone", f"{t.time_zone!r} is not an IANA time zone"
+        if t.time is None and t.time_unit != "ms":
+            yield f"{path}.time_unit", "time_unit goes with time (the JSON path of the time)"
         for name, mf in t.fields.items():
-            ft = field_type(p.kind, name)
-            if ft is None:
-                yield f"{path}.fields.{name}", _unknown_field(p.kind, name)
-                continue
-            if ft[0] == "str" and ft[1]:
-                labels = set(mf.enum.values()) if mf.enum else set()
-                if not labels:
-                    yield f"{path}.fields.{name}.enum", "map the device's names with enum"
-                for label in labels - ft[1]:
-                    yield f"{path}.fields.{name}.enum", f"{label!r} is not allowed for {name}"
+            yield from _check_mqtt_field(p.kind, name, mf, f"{path}.fields.{name}")
         for j, ev in enumerate(t.events):
             epath = f"{path}.events[{j}]"
             if ev.event not in EVENTS_BY_KIND[p.kind]:
                 yield f"{epath}.event", _unknown_event(p.kind, ev.event)
             if not (ev.start or ev.end or ev.instant):
                 yield epath, "list the values that start, end or are an instant event"
+
+
+def _check_mqtt_field(kind: str, name: str, mf: MqttField, path: str) -> Iterator[tuple[str, str]]:
+    """What a JSON value can become must be what the field takes: checked here, so that the
+    runtime never drops a value as "does not fit" for a reason the profile already shows."""
+    ft = field_type(kind, name)
+    if ft is None:
+        yield path, _unknown_field(kind, name)
+        return
+    base, allowed = ft
+    if mf.enum is not None and base != "str":
+        fix = "list the values meaning true with true: [...]" if base == "bool" else "drop it"
+        yield f"{path}.enum", f"{kind} field {name!r} is {base}; enum maps to names: {fix}"
+    if mf.true is not None and base != "bool":
+        yield f"{path}.true", f"{kind} field {name!r} is {base}; true: is for bool fields"
+    if mf.scale != 1.0 and base not in ("int", "float"):
+        yield f"{path}.scale", f"{kind} field {name!r} is {base}; scale is for numbers"
+    if base == "int" and mf.scale != int(mf.scale):
+        yield f"{path}.scale", f"{kind} field {name!r} is an integer; scale must be too"
+    if base == "str" and allowed:
+        if not mf.enum:
+            names = ", ".join(sorted(allowed))
+            yield f"{path}.enum", f"map the device's values to {name}'s names with enum ({names})"
+        for raw, label in (mf.enum or {}).items():
+            if label not in allowed:
+                yield f"{path}.enum.{raw}", _not_allowed(name, label, allowed)
 
 
 def _check(p: Profile) -> Iterator[tuple[str, str]]:

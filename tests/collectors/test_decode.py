@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.decode import FrameDecoder, ModbusPlan, ModbusRead, MqttDecoder, pack_bits
+from collectors.decode import (
+    FrameDecoder,
+    ModbusPlan,
+    ModbusRead,
+    MqttDecoder,
+    MqttMessage,
+    pack_bits,
+)
 from collectors.framing import FrameCodec
 from collectors.local_mqtt import MqttDevice, MqttSession
 from collectors.points import Sample, decode_raw
@@ -378,3 +385,34 @@ def test_wide_and_bcd_values(
     raw: bytes, vtype: str, word_order: str, byte_order: str, want: float
 ) -> None:
     assert decode_raw(raw, vtype, word_order=word_order, byte_order=byte_order) == want  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("unit", "raw", "want"),
+    [
+        ("iso8601", "2026-11-22T14:03:05+08:00", 1_795_327_385_000),
+        ("iso8601", "2026-11-22T06:03:05Z", 1_795_327_385_000),
+        ("iso8601", "2026-11-22 14:03:05.250", 1_795_327_385_250),  # no offset: time_zone
+        ("s", 1_795_327_385, 1_795_327_385_000),
+        ("s", 1_795_327_385.5, 1_795_327_385_500),
+        ("ms", 1_795_327_385_000, 1_795_327_385_000),
+    ],
+)
+def test_mqtt_device_times_in_every_format(unit: str, raw: object, want: int) -> None:
+    """Issue 14: camera boxes send ISO-8601 strings; epoch seconds and ms stay as they were."""
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], time_unit=unit)
+    profile = msgspec.structs.replace(CAMERA_LANE, topics=[topic])
+    payload = msgspec.json.encode({"ts": raw, "zone": "A", "occupied": True})
+    message = MqttDecoder(profile).decode("aibox/box-01/firelane", payload)
+    assert isinstance(message, MqttMessage)
+    assert (message.t, message.sample.problems) == (want, [])
+
+
+def test_a_time_in_the_wrong_format_keeps_the_arrival_time_and_says_why() -> None:
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], time_unit="iso8601")
+    profile = msgspec.structs.replace(CAMERA_LANE, topics=[topic])
+    payload = msgspec.json.encode({"ts": 1795327385000, "zone": "A", "occupied": True})
+    message = MqttDecoder(profile).decode("aibox/box-01/firelane", payload)
+    assert isinstance(message, MqttMessage)
+    assert message.t is None
+    assert message.sample.problems == ["time 1795327385000 at 'ts' is not an ISO-8601 time"]
