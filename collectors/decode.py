@@ -378,7 +378,7 @@ class _CompiledTopic:
             if _same(value, ev.start):
                 sample.set_event(ev.event, True, data)
             elif _same(value, ev.end):
-                sample.set_event(ev.event, False)
+                sample.set_event(ev.event, False, end_data=data)
             elif _same(value, ev.instant):
                 sample.instants.append((ev.event, data))
             else:

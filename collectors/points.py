@@ -156,13 +156,25 @@ class Sample:
     active: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     instants: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Data the message that ends an event carries (a camera's "clear" picture); an end
+    #: without any keeps the start's data (a fault code).
+    ended: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def set_event(self, event: str, on: bool, data: dict[str, Any] | None = None) -> None:
+    def set_event(
+        self,
+        event: str,
+        on: bool,
+        data: dict[str, Any] | None = None,
+        *,
+        end_data: dict[str, Any] | None = None,
+    ) -> None:
         """Mark ``event`` on or off; when several points name one event, any on wins."""
         if on:
             self.active[event] = data or {}
         else:
             self.active.setdefault(event, None)
+            if end_data:
+                self.ended[event] = end_data
 
 
 Decoder = Callable[[bytes, Sample], None]
