@@ -7,17 +7,20 @@ every oddity becomes a counted problem in the :class:`~collectors.points.Sample`
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from collectors.points import (
     SIZE,
+    BitSpec,
     Decoder,
     PointSpec,
     Sample,
@@ -30,6 +33,7 @@ from collectors.profile import (
     FramedProfile,
     ModbusPoint,
     ModbusProfile,
+    MqttField,
     MqttProfile,
     MqttTopic,
     Point,
@@ -59,6 +63,10 @@ def _target(point: Point) -> Literal["field", "bits", "event", "codes"]:
     return "field"
 
 
+def _lowest_bit(mask: int) -> int:
+    return (mask & -mask).bit_length() - 1
+
+
 def _spec(
     kind: str, point: Point, name: str, start: int, *, size: int = 0, bit: int | None = None
 ) -> PointSpec:
@@ -73,14 +81,19 @@ def _spec(
             field_kind = "str"
         elif point.type == "bool":
             field_kind = "bool"
-        elif point.type != "f32" and point.scale == int(point.scale):
+        elif point.type not in ("f32", "f64") and point.scale == int(point.scale):
             field_kind = "int"
-    bits: dict[int, tuple[Literal["field", "event"], str, bool]] | None = None
+    bits: dict[int, BitSpec] | None = None
     if point.bits is not None:
         bits = {
-            b: ("field", t.field, t.invert) if t.field else ("event", t.event or "", t.invert)
+            b: ("field", t.field, t.invert, t.when_set, t.when_clear)
+            if t.field
+            else ("event", t.event or "", t.invert, None, None)
             for b, t in point.bits.items()
         }
+    shift = 0
+    if point.mask is not None:
+        shift = point.shift if point.shift is not None else _lowest_bit(point.mask)
     return PointSpec(
         name=name,
         start=start,
@@ -91,6 +104,8 @@ def _spec(
         offset=point.offset,
         size=size,
         bit=bit,
+        mask=point.mask,
+        shift=shift,
         target=_target(point),
         field_name=point.field or "",
         field_kind=field_kind,
@@ -241,6 +256,7 @@ class FrameDecoder:
 # --- local MQTT -------------------------------------------------------------------------
 
 _PATH_STEP: Final = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_UNITS: Final = {"s": "epoch seconds", "ms": "epoch milliseconds", "iso8601": "an ISO-8601 time"}
 
 
 def _compile_path(path: str) -> tuple[str | int, ...]:
@@ -275,6 +291,12 @@ class MqttMessage:
     sample: Sample
 
 
+def _lowered(f: MqttField) -> MqttField:
+    if f.enum is None:
+        return f
+    return msgspec.structs.replace(f, enum={k.lower(): v for k, v in f.enum.items()})
+
+
 class _CompiledTopic:
     def __init__(self, kind: str, topic: MqttTopic) -> None:
         self.topic = topic
@@ -284,14 +306,40 @@ class _CompiledTopic:
         self.address_level = self.levels.index("{" + ref + "}") if source == "topic" else None
         self.address_path = _compile_path(ref) if source == "json" else ()
         self.time_path = _compile_path(topic.time) if topic.time else None
+        self.zone = ZoneInfo(topic.time_zone)
         self.fields = [
-            (name, _compile_path(f.path), f, field_type(kind, name))
+            (name, _compile_path(f.path), _lowered(f), field_type(kind, name))
             for name, f in topic.fields.items()
         ]
         self.events = [
             (e, _compile_path(e.path), {k: _compile_path(v) for k, v in e.data.items()})
             for e in topic.events
         ]
+
+    def _time(self, raw: Any, sample: Sample) -> int | None:
+        """The device's time in epoch ms, or None (with a problem: the message then keeps
+        its arrival time; a box whose clock is unset must not spoil the uplink batch)."""
+        unit = self.topic.time_unit
+        ms: float | None = None
+        if unit == "iso8601":
+            if isinstance(raw, str):
+                try:
+                    when = dt.datetime.fromisoformat(raw)
+                except ValueError:
+                    when = None
+                if when is not None:
+                    if when.tzinfo is None:
+                        when = when.replace(tzinfo=self.zone)
+                    ms = when.timestamp() * 1000
+        elif isinstance(raw, int | float) and not isinstance(raw, bool):
+            ms = raw * 1000 if unit == "s" else raw
+        if ms is None:
+            sample.problems.append(f"time {raw!r} at {self.topic.time!r} is not {_UNITS[unit]}")
+            return None
+        if not (math.isfinite(ms) and MIN_T_MS <= ms < MAX_T_MS):
+            sample.problems.append(f"time {raw!r} is not a plausible {_UNITS[unit]}")
+            return None
+        return int(ms)
 
     def match(self, levels: list[str]) -> bool:
         if len(levels) != len(self.levels):
@@ -308,19 +356,7 @@ class _CompiledTopic:
             return None
         t = None
         if self.time_path is not None:
-            raw_t = _get(doc, self.time_path)
-            if isinstance(raw_t, int | float) and not isinstance(raw_t, bool):
-                ms = raw_t * 1000 if self.topic.time_unit == "s" else raw_t
-                if math.isfinite(ms) and MIN_T_MS <= ms < MAX_T_MS:
-                    t = int(ms)
-                else:
-                    # A box whose clock is unset would make the whole uplink batch invalid;
-                    # its message keeps the arrival time instead.
-                    sample.problems.append(
-                        f"time {raw_t!r} is not a plausible epoch {self.topic.time_unit}"
-                    )
-            else:
-                sample.problems.append(f"time at {self.topic.time!r} is missing or not a number")
+            t = self._time(_get(doc, self.time_path), sample)
         for name, steps, spec, ft in self.fields:
             value = _get(doc, steps)
             if value is None:
@@ -342,7 +378,7 @@ class _CompiledTopic:
             if _same(value, ev.start):
                 sample.set_event(ev.event, True, data)
             elif _same(value, ev.end):
-                sample.set_event(ev.event, False)
+                sample.set_event(ev.event, False, end_data=data)
             elif _same(value, ev.instant):
                 sample.instants.append((ev.event, data))
             else:
@@ -360,6 +396,7 @@ def _convert(
     base = ft[0] if ft else "str"
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if enum is not None:
+        # Keys are matched without case (the profile's as written, lowered at compile).
         return enum.get(str(value).lower() if isinstance(value, str) else str(value))
     if base == "bool":
         if true is not None:

@@ -65,6 +65,15 @@ class FramedSession:
             for d in devices
         }
 
+    def diagnostics(self) -> dict[str, int]:
+        """The line's error counters since start."""
+        p = self.parser.counts
+        return {"checksum_errors": p["checksum"], "stray_bytes": p["garbage_bytes"],
+                "torn_frames": p["torn"], "bad_frames": p["bad_length"] + p["bad_end"]
+                + p["too_long"] + p["short"], "overflow_bytes": p["overflow_bytes"],
+                "unknown_messages": self.counts["unknown_message"],
+                "unknown_addresses": self.counts["unknown_address"]}  # fmt: skip
+
     def feed(self, t: int, data: bytes) -> list[Item]:
         """Bytes from the line at time ``t``: the items of every complete frame."""
         self.parser.feed(data)
@@ -124,6 +133,10 @@ class FramedCollector:
         char_s = serial.bits_per_char / serial.baudrate
         self.idle_s = max(_MIN_IDLE_S, _IDLE_CHARS * char_s)
         self.counts: Counter[str] = Counter()
+
+    def diagnostics(self) -> dict[str, int]:
+        """The line's error counters since start."""
+        return {**self.session.diagnostics(), "port_errors": self.counts["port_errors"]}
 
     async def run(self, emit: Emit) -> None:
         """Read until cancelled; reopen the port if it fails."""

@@ -93,6 +93,13 @@ class MqttSession:
             self.counts["unmatched"] += 1
         return items
 
+    def diagnostics(self) -> dict[str, int]:
+        """Messages refused since start: not JSON or without a device address, on no
+        pattern of the profiles, over the size limit."""
+        c = self.counts
+        return {"refused": c["refused"], "unmatched": c["unmatched"],
+                "too_large": c["too_large"]}  # fmt: skip
+
     def check_silence(self, t: int) -> list[Item]:
         """Offline events for devices silent longer than their profile allows."""
         items: list[Item] = []
@@ -123,6 +130,10 @@ class LocalMqttCollector:
         self._backoff = backoff
         self.session = MqttSession(devices, started_t=clock())
         self.counts: Counter[str] = Counter()
+
+    def diagnostics(self) -> dict[str, int]:
+        """The broker connection's refusals since start (see MqttSession.diagnostics)."""
+        return self.session.diagnostics()
 
     async def run(self, emit: Emit) -> None:
         """Subscribe and collect until cancelled, reconnecting with backoff."""

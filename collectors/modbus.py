@@ -238,6 +238,7 @@ class ModbusCollector:
         self.devices = [_Polled(d) for d in devices]
         self.counts: Counter[str] = Counter()
         self.bus: ModbusBus | None = None
+        self._closed_bus_counts: Counter[str] = Counter()  # of buses opened before this one
         self._clock = clock
         self._wake = asyncio.Event()
 
@@ -250,7 +251,11 @@ class ModbusCollector:
                 async with ModbusBus(self.port, self.serial, max_timeout_s=max_timeout) as bus:
                     reopen_s = _REOPEN_S  # opened: the next failure starts over
                     self.bus = bus
-                    await self._poll_forever(bus, emit)
+                    try:
+                        await self._poll_forever(bus, emit)
+                    finally:
+                        self._closed_bus_counts.update(bus.counts)
+                        self.bus = None
             except PortError as exc:
                 log.warning("%s: %s; retrying in %.0f s", self.name, exc, reopen_s)
                 self.counts["port_errors"] += 1
@@ -341,6 +346,13 @@ class ModbusCollector:
             d.device.id: (d.tracker.counts["samples"], d.tracker.counts["misses"])
             for d in self.devices
         }
+
+    def diagnostics(self) -> dict[str, int]:
+        """The line's error counters since start (every attempt, retries included)."""
+        seen = self._closed_bus_counts + (self.bus.counts if self.bus else Counter())
+        return {"timeouts": seen["timeout"], "crc_errors": seen["crc"],
+                "exceptions": seen["exception"], "io_errors": seen["io"],
+                "port_errors": self.counts["port_errors"]}  # fmt: skip
 
     def device_counts(self) -> dict[str, dict[str, int]]:
         """Per-device counters (samples, misses, offline, exceptions, value problems)."""

@@ -33,7 +33,9 @@ import msgspec
 from collectors.wire import FIELDS_BY_KIND
 
 __all__ = [
+    "BCD_TYPES",
     "SIZE",
+    "BitSpec",
     "Decoder",
     "FieldType",
     "Sample",
@@ -42,7 +44,11 @@ __all__ = [
     "field_type",
 ]
 
-ValueType = Literal["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool"]
+ValueType = Literal[
+    "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bcd16", "bcd32", "bool"
+]
+#: Binary-coded decimal: each 4-bit nibble one decimal digit (0x1234 reads 1234).
+BCD_TYPES: Final = frozenset({"bcd16", "bcd32"})
 Order = Literal["big", "little"]
 
 #: Bytes each value type occupies; ``bool`` is one byte (a frame) or one register (Modbus:
@@ -54,7 +60,12 @@ SIZE: Final[dict[ValueType, int]] = {
     "i16": 2,
     "u32": 4,
     "i32": 4,
+    "u64": 8,
+    "i64": 8,
     "f32": 4,
+    "f64": 8,
+    "bcd16": 2,
+    "bcd32": 4,
     "bool": 1,
 }
 
@@ -65,7 +76,12 @@ _STRUCTS: Final[dict[ValueType, struct.Struct]] = {
     "i16": struct.Struct(">h"),
     "u32": struct.Struct(">I"),
     "i32": struct.Struct(">i"),
+    "u64": struct.Struct(">Q"),
+    "i64": struct.Struct(">q"),
     "f32": struct.Struct(">f"),
+    "f64": struct.Struct(">d"),
+    "bcd16": struct.Struct(">H"),
+    "bcd32": struct.Struct(">I"),
     "bool": struct.Struct(">B"),
 }
 
@@ -73,15 +89,22 @@ _STRUCTS: Final[dict[ValueType, struct.Struct]] = {
 def decode_raw(
     raw: bytes, vtype: ValueType, *, word_order: Order = "big", byte_order: Order = "big"
 ) -> int | float:
-    """Decode ``raw`` (exactly ``SIZE[vtype]`` bytes, or 2 for a register ``bool``)."""
+    """Decode ``raw`` (exactly ``SIZE[vtype]`` bytes, or 2 for a register ``bool``).
+
+    ``word_order`` little reverses the 16-bit words of a 32- or 64-bit value; ``byte_order``
+    little swaps the two bytes of each word. A BCD value with a nibble over 9 is -1 (the
+    caller reports it)."""
     if len(raw) >= 2:
-        if word_order == "little" and len(raw) == 4:
-            raw = raw[2:4] + raw[0:2]
+        if word_order == "little" and len(raw) >= 4:
+            raw = b"".join(raw[i : i + 2] for i in range(len(raw) - 2, -1, -2))
         if byte_order == "little":
             raw = bytes(b for i in range(0, len(raw), 2) for b in (raw[i + 1], raw[i]))
     if vtype == "bool":
         return int(any(raw))
     value: int | float = _STRUCTS[vtype].unpack(raw)[0]
+    if vtype in BCD_TYPES:
+        digits = f"{value:x}"
+        return int(digits) if digits.isdigit() else -1
     return value
 
 
@@ -133,16 +156,29 @@ class Sample:
     active: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     instants: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Data the message that ends an event carries (a camera's "clear" picture); an end
+    #: without any keeps the start's data (a fault code).
+    ended: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def set_event(self, event: str, on: bool, data: dict[str, Any] | None = None) -> None:
+    def set_event(
+        self,
+        event: str,
+        on: bool,
+        data: dict[str, Any] | None = None,
+        *,
+        end_data: dict[str, Any] | None = None,
+    ) -> None:
         """Mark ``event`` on or off; when several points name one event, any on wins."""
         if on:
             self.active[event] = data or {}
         else:
             self.active.setdefault(event, None)
+            if end_data:
+                self.ended[event] = end_data
 
 
 Decoder = Callable[[bytes, Sample], None]
+BitSpec = tuple[Literal["field", "event"], str, bool, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +198,15 @@ class PointSpec:
     offset: float = 0.0
     size: int = 0  # bytes read; 0 means SIZE[vtype]
     bit: int | None = None  # packed bit index (coils), instead of a typed value
+    mask: int | None = None  # a bit group: (raw & mask) >> shift
+    shift: int = 0
     target: Literal["field", "bits", "event", "codes"] = "field"
     field_name: str = ""
     field_kind: Literal["bool", "int", "float", "str"] = "float"
     enum: Mapping[int, str] | None = None
     enum_default: str | None = None
-    bits: Mapping[int, tuple[Literal["field", "event"], str, bool]] | None = None
+    #: bit → (field or event, its name, invert, the named field's values when set / clear)
+    bits: Mapping[int, BitSpec] | None = None
     event: str = ""
     invert: bool = False
     codes: Mapping[int, str] | None = None
@@ -178,6 +217,7 @@ def compile_point(spec: PointSpec) -> Decoder:
     size = spec.size or SIZE[spec.vtype]
     end = spec.start + size
     where = spec.name
+    mask, shift = spec.mask, spec.shift
 
     def read(buf: bytes, sample: Sample) -> int | float | None:
         if spec.bit is not None:
@@ -198,6 +238,11 @@ def compile_point(spec: PointSpec) -> Decoder:
         if isinstance(value, float) and not math.isfinite(value):
             sample.problems.append(f"{where}: {value} is not a finite number")
             return None
+        if value == -1 and spec.vtype in BCD_TYPES:
+            sample.problems.append(f"{where}: {buf[spec.start : end].hex()} is not BCD")
+            return None
+        if mask is not None:
+            return (int(value) & mask) >> shift
         return value
 
     def scaled(raw: int | float) -> int | float:
@@ -256,12 +301,16 @@ def compile_point(spec: PointSpec) -> Decoder:
             if raw is None:
                 return
             word = int(raw)
-            for bit, (what, name, invert) in bits:
+            for bit, (what, name, invert, when_on, when_off) in bits:
                 on = bool((word >> bit) & 1) != invert
-                if what == "field":
+                if what == "event":
+                    sample.set_event(name, on)
+                elif when_on is None and when_off is None:
                     sample.fields[name] = on
                 else:
-                    sample.set_event(name, on)
+                    label = when_on if on else when_off
+                    if label is not None:
+                        sample.fields[name] = label
 
         return decode_bits
     if target == "event":

@@ -18,11 +18,12 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from collectors.checksums import WIDTH, ChecksumName
-from collectors.points import SIZE, FieldType, Order, ValueType, field_type
+from collectors.points import BCD_TYPES, SIZE, Order, ValueType, field_type
 from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND, ID_PATTERN, DeviceKind
 from collectors.yamlconf import ConfigError, Problem, load_yaml
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 PROFILE_VERSION: Final = 1
+_FLOATS: Final = ("f32", "f64")
 #: Modbus application protocol v1.1b3 §6.3/§6.4: at most 125 registers per read, and
 #: §6.1/§6.2: 2000 coils or discrete inputs.
 MAX_READ_REGISTERS: Final = 125
@@ -77,17 +79,24 @@ class SerialSettings(_Conf, frozen=True):
 
 
 class BitTarget(_Conf, frozen=True):
-    """What one bit of a status word means: a boolean field or a condition event."""
+    """What one bit of a status word means: a boolean field, a named field's value when the
+    bit is set and when it is clear (``set``/``clear``: YAML reads ``on``/``off`` keys as
+    booleans), or a condition event."""
 
     field: str | None = None
     event: str | None = None
     invert: bool = False
+    #: For a named field (``power``, ``door``): its value while the bit is set / clear; one
+    #: may be left out (the field is then not set in that case).
+    when_set: str | None = msgspec.field(default=None, name="set")
+    when_clear: str | None = msgspec.field(default=None, name="clear")
 
 
 class Point(_Conf, frozen=True):
     """One value and what it becomes. Exactly one of field, bits, event, codes.
 
-    value = raw × scale + offset; ``enum`` maps raw integers to a field's names, ``bits`` maps
+    value = raw × scale + offset (raw first narrowed to ``(raw & mask) >> shift`` when a
+    ``mask`` is given); ``enum`` maps raw integers to a field's names, ``bits`` maps
     bit numbers (0 = least significant) of a status word, ``event`` is a condition that is on
     while the value is non-zero, ``codes`` maps a fault-code value to the event it starts
     (0 = no fault; a change ends the old event and starts the new one).
@@ -96,6 +105,10 @@ class Point(_Conf, frozen=True):
     type: ValueType = "u16"
     byte_order: Order = "big"
     word_order: Order = "big"
+    #: A bit group of the value: ``(raw & mask) >> shift`` is what the rest of the point
+    #: sees (enum, scale, event, codes). ``shift`` defaults to the mask's lowest set bit.
+    mask: int | None = None
+    shift: int | None = None
     scale: float = 1.0
     offset: float = 0.0
     field: str | None = None
@@ -230,8 +243,10 @@ class MqttTopic(_Conf, frozen=True):
     """A topic pattern with named levels, e.g. ``aibox/{box}/lane/{zone}``.
 
     ``address`` says where the device's address comes from: ``topic:NAME`` (a named level)
-    or ``json:PATH``. ``time`` is a JSON path to the device's timestamp (``time_unit`` s or
-    ms); without it the arrival time is used.
+    or ``json:PATH``. ``time`` is a JSON path to the device's timestamp: epoch seconds
+    (``time_unit: s``) or milliseconds (``ms``), or an ISO-8601 string (``iso8601``, e.g.
+    ``2026-11-22T14:03:05+08:00``; one without an offset is in ``time_zone``). Without it
+    the arrival time is used.
     """
 
     pattern: str
@@ -239,7 +254,8 @@ class MqttTopic(_Conf, frozen=True):
     fields: dict[str, MqttField] = {}
     events: list[MqttEvent] = []
     time: str | None = None
-    time_unit: Literal["s", "ms"] = "ms"
+    time_unit: Literal["s", "ms", "iso8601"] = "ms"
+    time_zone: str = "Asia/Shanghai"
 
 
 class MqttProfile(_ProfileBase, frozen=True, kw_only=True, tag="mqtt", tag_field="protocol"):
@@ -289,15 +305,25 @@ def _check_point(
     if len(targets) != 1:
         yield path, "a point needs exactly one of field, bits, event or codes"
         return
-    if p.type == "f32" and targets[0] != "field":
-        yield f"{path}.type", "f32 can only feed a field"
+    if p.type in _FLOATS and targets[0] != "field":
+        yield f"{path}.type", f"{p.type} can only feed a field"
+    if p.mask is not None or p.shift is not None:
+        width = 8 * SIZE[p.type]
+        if p.type in (*_FLOATS, "bool", *BCD_TYPES):
+            yield f"{path}.mask", f"a mask needs an integer type, not {p.type}"
+        elif p.mask is None:
+            yield f"{path}.shift", "shift goes with mask"
+        elif not 0 < p.mask < 1 << width:
+            yield f"{path}.mask", f"{p.mask:#x} is not a mask of a {width}-bit {p.type}"
+        elif p.shift is not None and not 0 <= p.shift < width:
+            yield f"{path}.shift", f"{p.shift} is outside 0..{width - 1}"
     if p.enum is not None and p.field is None:
         yield f"{path}.enum", "enum only goes with field"
     if p.field is not None and not in_data:
         yield from _check_field(kind, p, path)
     if p.bits is not None:
         width = 8 * SIZE[p.type]
-        if p.type in ("f32", "bool"):
+        if p.type in (*_FLOATS, "bool", *BCD_TYPES):
             yield f"{path}.type", "bits need an integer type"
         for bit, target in p.bits.items():
             bpath = f"{path}.bits.{bit}"
@@ -306,9 +332,7 @@ def _check_point(
             if (target.field is None) == (target.event is None):
                 yield bpath, "a bit needs exactly one of field or event"
             elif target.field is not None:
-                ft = field_type(kind, target.field)
-                if ft is None or ft[0] != "bool":
-                    yield f"{bpath}.field", _not_bool(kind, target.field, ft)
+                yield from _check_bit_field(kind, target, bpath)
             elif target.event is not None and target.event not in EVENTS_BY_KIND[kind]:
                 yield f"{bpath}.event", _unknown_event(kind, target.event)
     if p.event is not None and p.event not in EVENTS_BY_KIND[kind]:
@@ -340,10 +364,37 @@ def _unknown_field(kind: str, name: str) -> str:
     return f"{name!r} is not {_article(kind)} {kind} field; {hint}"
 
 
-def _not_bool(kind: str, name: str, ft: FieldType | None) -> str:
+def _check_bit_field(kind: str, target: BitTarget, bpath: str) -> Iterator[tuple[str, str]]:
+    """A bit sets a bool field (set = true, unless ``invert``), or a named field to its
+    ``set`` / ``clear`` value; numbers come from a bit group (``mask``), not from one bit."""
+    assert target.field is not None
+    ft = field_type(kind, target.field)
     if ft is None:
-        return _unknown_field(kind, name)
-    return f"{kind} field {name!r} is {ft[0]}, but a bit can only set a bool field"
+        yield f"{bpath}.field", _unknown_field(kind, target.field)
+        return
+    base, allowed = ft
+    named = target.when_set is not None or target.when_clear is not None
+    if base == "bool":
+        if named:
+            yield f"{bpath}.set", (f"{kind} field {target.field!r} is bool: the bit sets it; "
+                                   "drop set/clear (invert: true flips it)")  # fmt: skip
+        return
+    if base != "str":
+        yield f"{bpath}.field", (f"{kind} field {target.field!r} is {base}: one bit cannot "
+                                 "hold it; read a bit group with mask (and scale)")  # fmt: skip
+        return
+    if not named:
+        yield f"{bpath}.field", (f"{kind} field {target.field!r} takes names: say which with "
+                                 f"set/clear ({', '.join(sorted(allowed))})")  # fmt: skip
+    for key, label in (("set", target.when_set), ("clear", target.when_clear)):
+        if label is not None and allowed and label not in allowed:
+            yield f"{bpath}.{key}", _not_allowed(target.field, label, allowed)
+
+
+def _not_allowed(name: str, label: str, allowed: frozenset[str]) -> str:
+    near = difflib.get_close_matches(label, sorted(allowed), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{label!r} is not allowed for {name}: use one of {', '.join(sorted(allowed))}{hint}"
 
 
 def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
@@ -366,8 +417,8 @@ def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
             yield f"{path}.enum_default", f"{p.enum_default!r} is not allowed for {p.field}"
     if base == "int" and (p.scale != int(p.scale) or p.offset != int(p.offset)):
         yield f"{path}.scale", f"{kind} field {p.field!r} is an integer; scale/offset must be too"
-    if base == "int" and p.type == "f32":
-        yield f"{path}.type", f"{kind} field {p.field!r} is an integer; f32 cannot feed it"
+    if base == "int" and p.type in _FLOATS:
+        yield f"{path}.type", f"{kind} field {p.field!r} is an integer; {p.type} cannot feed it"
 
 
 def _check_common(p: _ProfileBase) -> Iterator[tuple[str, str]]:
@@ -479,23 +530,47 @@ def _check_mqtt(p: MqttProfile) -> Iterator[tuple[str, str]]:
             yield f"{path}.address", f"the pattern has no level {{{ref}}}"
         if not t.fields and not t.events:
             yield path, "a topic needs fields or events"
+        if t.time_unit == "iso8601" or t.time_zone != "Asia/Shanghai":
+            try:
+                ZoneInfo(t.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                yield f"{path}.time_zone", f"{t.time_zone!r} is not an IANA time zone"
+        if t.time is None and t.time_unit != "ms":
+            yield f"{path}.time_unit", "time_unit goes with time (the JSON path of the time)"
         for name, mf in t.fields.items():
-            ft = field_type(p.kind, name)
-            if ft is None:
-                yield f"{path}.fields.{name}", _unknown_field(p.kind, name)
-                continue
-            if ft[0] == "str" and ft[1]:
-                labels = set(mf.enum.values()) if mf.enum else set()
-                if not labels:
-                    yield f"{path}.fields.{name}.enum", "map the device's names with enum"
-                for label in labels - ft[1]:
-                    yield f"{path}.fields.{name}.enum", f"{label!r} is not allowed for {name}"
+            yield from _check_mqtt_field(p.kind, name, mf, f"{path}.fields.{name}")
         for j, ev in enumerate(t.events):
             epath = f"{path}.events[{j}]"
             if ev.event not in EVENTS_BY_KIND[p.kind]:
                 yield f"{epath}.event", _unknown_event(p.kind, ev.event)
             if not (ev.start or ev.end or ev.instant):
                 yield epath, "list the values that start, end or are an instant event"
+
+
+def _check_mqtt_field(kind: str, name: str, mf: MqttField, path: str) -> Iterator[tuple[str, str]]:
+    """What a JSON value can become must be what the field takes: checked here, so that the
+    runtime never drops a value as "does not fit" for a reason the profile already shows."""
+    ft = field_type(kind, name)
+    if ft is None:
+        yield path, _unknown_field(kind, name)
+        return
+    base, allowed = ft
+    if mf.enum is not None and base != "str":
+        fix = "list the values meaning true with true: [...]" if base == "bool" else "drop it"
+        yield f"{path}.enum", f"{kind} field {name!r} is {base}; enum maps to names: {fix}"
+    if mf.true is not None and base != "bool":
+        yield f"{path}.true", f"{kind} field {name!r} is {base}; true: is for bool fields"
+    if mf.scale != 1.0 and base not in ("int", "float"):
+        yield f"{path}.scale", f"{kind} field {name!r} is {base}; scale is for numbers"
+    if base == "int" and mf.scale != int(mf.scale):
+        yield f"{path}.scale", f"{kind} field {name!r} is an integer; scale must be too"
+    if base == "str" and allowed:
+        if not mf.enum:
+            names = ", ".join(sorted(allowed))
+            yield f"{path}.enum", f"map the device's values to {name}'s names with enum ({names})"
+        for raw, label in (mf.enum or {}).items():
+            if label not in allowed:
+                yield f"{path}.enum.{raw}", _not_allowed(name, label, allowed)
 
 
 def _check(p: Profile) -> Iterator[tuple[str, str]]:

@@ -83,7 +83,8 @@ class DeviceTracker:
                 items.append(Event(t, self.dev, self.kind, event, "start", on))
             elif on is None and was is not None:
                 del self.active[event]
-                items.append(Event(t, self.dev, self.kind, event, "end", was))
+                end = sample.ended.get(event, was)  # the clearing message's own data, if any
+                items.append(Event(t, self.dev, self.kind, event, "end", end))
             elif on is not None and was is not None and on.get("code") != was.get("code"):
                 # Same event, another fault code: end the old occurrence and start the new
                 # one so each keeps its own code. Other data (a snapshot) is only detail.

@@ -100,6 +100,13 @@ DeviceKind = Literal["elevator", "fire_lane", "gate", "fire_panel"]
 ItemKind = Literal["elevator", "fire_lane", "gate", "fire_panel", "gateway"]
 #: Per-device poll success in a gateway health item: ``poll_ok.<device id>``, 0..1.
 POLL_OK_PREFIX: Final = "poll_ok."
+#: Error counters in a gateway health item, counted since the gateway started (never reset):
+#: ``bus.<collector>.<counter>`` for a line or broker (checksum_errors, stray_bytes,
+#: torn_frames, timeouts, crc_errors, exceptions …) and ``dev.<device>.<counter>`` for a
+#: device (misses, value_problems, exceptions, offline). Only counters above 0 are sent.
+BUS_PREFIX: Final = "bus."
+DEV_PREFIX: Final = "dev."
+_COUNTER_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 EventState = Literal["start", "end", "instant"]
 FieldValue = bool | int | float | str
 
@@ -292,9 +299,17 @@ Item = Reading | Event
 
 
 def _check_poll_shares(fields: dict[str, FieldValue]) -> dict[str, FieldValue]:
-    """Check a health item's ``poll_ok.<dev>`` fields; return the others."""
+    """Check a health item's ``poll_ok.<dev>`` shares and ``bus.``/``dev.`` counters; return
+    the other fields."""
     rest: dict[str, FieldValue] = {}
     for name, value in fields.items():
+        if name.startswith((BUS_PREFIX, DEV_PREFIX)):
+            owner, _, counter = name.partition(".")[2].rpartition(".")
+            if not ID_PATTERN.match(owner) or not _COUNTER_NAME.match(counter):
+                raise ValueError(f"field {name!r}: write {name.split('.')[0]}.<id>.<counter>")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"field {name!r}: expected a count (an integer >= 0)")
+            continue
         if not name.startswith(POLL_OK_PREFIX):
             rest[name] = value
             continue

@@ -10,6 +10,8 @@ After loading, no code reads a raw dict: it gets the typed object or a :class:`C
 
 from __future__ import annotations
 
+import copy
+import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,9 @@ __all__ = ["ConfigError", "Problem", "load_yaml", "load_yaml_text"]
 
 T = TypeVar("T")
 
-_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MSGSPEC_PATH = re.compile(
+    r"^(?P<msg>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.DOTALL
+)
 
 
 @dataclass(frozen=True)
@@ -58,16 +62,22 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys ``on``, ``off``, ``yes``, ``no`` (YAML 1.1 booleans) stay the
+        names they are written as: no Linli file has boolean keys, and a device's values
+        ("yes", "off") are common enum keys."""
         assert isinstance(node, yaml.MappingNode)
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
+        self.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
+            if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
+            if key in mapping:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
 
 
 def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
@@ -99,6 +109,162 @@ def _nearest_line(lines: dict[str, int], path: str) -> int | None:
 Check = Callable[[T], Iterable[tuple[str, str]]]
 
 
+#: At most this many type problems are reported from one file.
+MAX_TYPE_PROBLEMS = 50
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+
+
+def _steps(path: str) -> list[str | int | None]:
+    """``.points[2].bits[...]`` → ["points", 2, "bits", None] (None: a dict key or value)."""
+    out: list[str | int | None] = []
+    for name, index in _STEP.findall(path):
+        out.append(name if name else (None if index == "..." else int(index)))
+    return out
+
+
+class _Removals:
+    """List elements taken out while converting, by the list's path in the file as written,
+    so that later paths (which count the elements left) are mapped back to the file's."""
+
+    def __init__(self) -> None:
+        self._gone: dict[str, list[int]] = {}
+
+    def original(self, steps: list[str | int | None]) -> list[str | int | None]:
+        out: list[str | int | None] = []
+        for step in steps:
+            if isinstance(step, int):
+                index = step
+                for gone in sorted(self._gone.get(_render(out), [])):
+                    if gone <= index:
+                        index += 1
+                out.append(index)
+            else:
+                out.append(step)
+        return out
+
+    def drop(self, data: Any, steps: list[str | int | None]) -> str | None:
+        """Take out the part of ``data`` a type problem is in, so that converting again finds
+        the next problem: the innermost list element holding it (a whole point, a whole
+        device), else the top-level key. Returns the key dropped at the top level ("" for a
+        list element), or None when nothing can be dropped."""
+        holder: Any = data
+        last_list: tuple[list[Any], int, int] | None = None  # list, index, steps consumed
+        for n, step in enumerate(steps):
+            if isinstance(step, int) and isinstance(holder, list) and step < len(holder):
+                last_list = (holder, step, n)
+                holder = holder[step]
+            elif isinstance(step, str) and isinstance(holder, dict) and step in holder:
+                holder = holder[step]
+            else:
+                break
+        if last_list is not None:
+            container, index, n = last_list
+            where = self.original(steps[: n + 1])
+            original_index = where[-1]
+            assert isinstance(original_index, int)
+            self._gone.setdefault(_render(where[:-1]), []).append(original_index)
+            del container[index]
+            return ""
+        top = steps[0] if steps else None
+        if isinstance(top, str) and isinstance(data, dict) and top in data:
+            del data[top]
+            return top
+        return None
+
+
+def _render(steps: list[str | int | None]) -> str:
+    return "".join(
+        f"[{s}]" if isinstance(s, int) else "[...]" if s is None else f".{s}" for s in steps
+    )
+
+
+def _options_at(into: Any, data: Any, steps: list[str | int | None]) -> list[str] | None:
+    """The allowed values of the Literal at ``steps`` of type ``into`` (None if not one)."""
+    info: Any = msgspec.inspect.type_info(into)
+    for step in steps:
+        info = _unwrap(info, data)
+        if isinstance(info, msgspec.inspect.StructType) and isinstance(step, str):
+            found = next((f for f in info.fields if f.encode_name == step), None)
+            if found is None:
+                return None
+            info = found.type
+            data = data.get(step) if isinstance(data, dict) else None
+        elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.FrozenSetType):
+            info = info.item_type
+            data = data[step] if isinstance(data, list) and isinstance(step, int) else None
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+            data = None
+        else:
+            return None
+    info = _unwrap(info, data)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [str(v) for v in info.values]
+    return None
+
+
+def _unwrap(info: Any, data: Any) -> Any:
+    """The member of a union that ``data`` is meant as: not None; for tagged structs, the one
+    whose tag the data carries."""
+    if not isinstance(info, msgspec.inspect.UnionType):
+        return info
+    members = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+    structs = [t for t in members if isinstance(t, msgspec.inspect.StructType)]
+    if structs and isinstance(data, dict):
+        for t in structs:
+            if t.tag_field is not None and data.get(t.tag_field) == t.tag:
+                return t
+    return members[0] if len(members) == 1 else info
+
+
+def _explain(into: Any, data: Any, steps: list[str | int | None], message: str) -> str:
+    """msgspec's message, with the valid values and the nearest one for a bad name."""
+    bad = re.match(r"^Invalid enum value (?P<v>.+)$", message)
+    options = _options_at(into, data, steps) if bad else None
+    if not bad or not options:
+        return message
+    value = bad.group("v").strip("'\"")
+    near = difflib.get_close_matches(value, options, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{value!r} is not one of {', '.join(options)}{hint}"
+
+
+def _convert_all(
+    data: Any, into: type[T], lines: dict[str, int], source: str
+) -> tuple[T | None, list[Problem], _Removals]:
+    """Convert ``data``; on a type problem, note it, take its part out, and convert again, so
+    that one run reports every type problem (at most MAX_TYPE_PROBLEMS). Returns the value
+    (None if the file's skeleton is too broken to convert) and the problems."""
+    problems: list[Problem] = []
+    original = copy.deepcopy(data)
+    dropped: set[str] = set()
+    removals = _Removals()
+    for _ in range(MAX_TYPE_PROBLEMS):
+        try:
+            return msgspec.convert(data, into), problems, removals
+        except msgspec.ValidationError as exc:
+            match = _MSGSPEC_PATH.match(str(exc))
+            assert match is not None  # the pattern matches any string
+            path = match.group("path") or ""
+            message = match.group("msg")
+            if match.group("key"):
+                message = f"a key: {message}"
+            missing = _MISSING.match(message)
+            if missing and not path and missing.group("name") in dropped:
+                return None, problems, removals  # a required key already reported as wrong
+            steps = _steps(path)
+            where = _render(removals.original(steps))
+            reason = _explain(into, original, removals.original(steps), message)
+            problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."), reason))
+            took = removals.drop(data, steps)
+            if took is None:
+                return None, problems, removals
+            if took:
+                dropped.add(took)
+    return None, problems, removals
+
+
 def load_yaml_text(
     text: str, into: type[T], *, source: str = "<string>", check: Check[T] | None = None
 ) -> T:
@@ -120,22 +286,14 @@ def load_yaml_text(
         loader.dispose()
     lines: dict[str, int] = {}
     _index_lines(node, "", lines)
-    try:
-        value = msgspec.convert(data, into)
-    except msgspec.ValidationError as exc:
-        match = _MSGSPEC_PATH.match(str(exc))
-        assert match is not None  # the pattern matches any string
-        path = match.group("path") or ""
-        raise ConfigError.one(
-            source, _nearest_line(lines, path), path.lstrip("."), match.group("msg")
-        ) from exc
-    if check is not None:
-        problems = [
-            Problem(source, _nearest_line(lines, "." + path), path, reason)
-            for path, reason in check(value)
-        ]
-        if problems:
-            raise ConfigError(problems)
+    value, problems, removals = _convert_all(data, into, lines, source)
+    if check is not None and value is not None:
+        for path, reason in check(value):
+            where = _render(removals.original(_steps("." + path)))
+            problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."), reason))
+    if problems:
+        raise ConfigError(problems)
+    assert value is not None
     return value
 
 

@@ -1,4 +1,5 @@
-"""``linli firmware validate PATH…``: check device profiles and site configs before deploying.
+"""``linli firmware validate PATH…``: check device profiles and site configs before deploying;
+``linli firmware try PROFILE --input FILE``: decode a capture with a profile (gateway/tryout.py).
 
 Each PATH is a YAML file or a directory searched recursively. A file with a top-level
 ``profile:`` key is a device profile; one with ``version:`` and ``gateway:`` is a site config
@@ -9,6 +10,7 @@ Each PATH is a YAML file or a directory searched recursively. A file with a top-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 from collectors.profile import Profile, is_profile_file, load_profile
 from collectors.yamlconf import ConfigError, Problem
 from gateway.site import load_site_with_profiles
+from gateway.tryout import as_json, try_capture
 
 __all__ = ["main", "validate"]
 
@@ -89,7 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     v = sub.add_parser("validate", help="check profiles and site configs; print every problem")
     v.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    t = sub.add_parser("try", help="decode a capture with a profile; print the items")
+    t.add_argument("profile", type=Path, metavar="PROFILE")
+    t.add_argument("--input", type=Path, required=True, metavar="FILE",
+                   help="a register dump, a line capture or JSON messages (see docs)")  # fmt: skip
+    t.add_argument("--t0", type=int, default=1_795_300_000_000,
+                   help="epoch ms of the first poll, frame or message")  # fmt: skip
+    t.add_argument("--json", action="store_true", help="one JSON object with everything")
     args = p.parse_args(argv)
+    if args.action == "try":
+        return _try(args)
     good, problems = validate(args.paths)
     for line in good:
         print(f"OK {line}")
@@ -102,6 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         where = ", ".join(str(p) for p in args.paths)
         print(f"{where}: no YAML files found", file=sys.stderr)
         return 2
+    return 0
+
+
+def _try(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+        result = try_capture(profile, args.input, t0=args.t0)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(as_json(result), ensure_ascii=False, indent=2))
+    else:
+        for line in result.lines():
+            print(line)
+    for problem in result.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
+    print(f"{len(result.items)} item(s); {counts}", file=sys.stderr)
     return 0
 
 

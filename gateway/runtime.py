@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Final, Literal, TextIO, cast
 
 import aiomqtt
 import msgspec
@@ -50,6 +50,8 @@ from collectors.sim_collector import SimulatorCollector
 from collectors.simulators import make_simulator
 from collectors.tracker import DeviceTracker
 from collectors.wire import (
+    BUS_PREFIX,
+    DEV_PREFIX,
     POLL_OK_PREFIX,
     Event,
     Item,
@@ -150,6 +152,10 @@ def build_collectors(site: SiteConfig, profiles: Mapping[str, Profile]) -> list[
     return collectors
 
 
+#: A device's error counters in the health item (DeviceTracker.counts).
+DEVICE_COUNTERS: Final = ("misses", "value_problems", "exceptions", "offline")
+
+
 def _trackers(collector: Collector) -> Iterable[DeviceTracker]:
     if isinstance(collector, ModbusCollector):
         return [d.tracker for d in collector.devices]
@@ -192,6 +198,7 @@ class Gateway:
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._poll_seen: dict[str, tuple[int, int]] = {}
+        self._counters_logged: dict[str, int] = {}
         self._started = time.monotonic()
         self._failure: asyncio.Future[None] | None = None
         self._nonces: dict[str, int] = {}
@@ -333,7 +340,36 @@ class Gateway:
                 ok += share == 1.0
         fields["devices"] = total
         fields["devices_ok"] = ok
+        counters = self._counters()
+        fields.update({name: n for name, n in counters.items() if n > 0})
+        self._log_new_errors(counters)
         return Reading(now, self.site.gateway, "gateway", fields)
+
+    def _counters(self) -> dict[str, int]:
+        """Every line's and device's error counters (collectors/wire.py BUS_PREFIX)."""
+        out: dict[str, int] = {}
+        for collector in self.collectors:
+            diagnostics = getattr(collector, "diagnostics", None)
+            if diagnostics is not None:
+                for counter, n in diagnostics().items():
+                    out[f"{BUS_PREFIX}{collector.name}.{counter}"] = n
+            for tracker in _trackers(collector):
+                for counter in DEVICE_COUNTERS:
+                    out[f"{DEV_PREFIX}{tracker.dev}.{counter}"] = tracker.counts[counter]
+        return out
+
+    def _log_new_errors(self, counters: dict[str, int]) -> None:
+        """One WARNING line per line or device whose error counters grew since the last
+        health item (so at most one a health interval each), naming what grew by how much."""
+        grown: dict[str, list[str]] = {}
+        for name, n in counters.items():
+            was = self._counters_logged.get(name, 0)
+            if n > was:
+                owner, _, counter = name.rpartition(".")
+                grown.setdefault(owner, []).append(f"{n - was} {counter.replace('_', ' ')}")
+        self._counters_logged = counters
+        for owner, what in grown.items():
+            log.warning("%s: %s since the last health report", owner, ", ".join(what))
 
     # --- remote management ---------------------------------------------------------
 

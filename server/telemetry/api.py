@@ -14,8 +14,8 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from collectors.wire import EVENTS_BY_KIND
-from server.keys import INGEST, SETTINGS, TELEMETRY_READER
+from collectors.wire import BUS_PREFIX, DEV_PREFIX, EVENTS_BY_KIND, POLL_OK_PREFIX
+from server.keys import INGEST, LIVE, SETTINGS, TELEMETRY_READER
 from server.store.registry import DeviceInfo
 from server.telemetry.queries import (
     TelemetryQueryError,
@@ -179,6 +179,34 @@ async def device_series(request: web.Request) -> web.Response:
     )
 
 
+@scoped
+async def device_diagnostics(request: web.Request) -> web.Response:
+    """A device's error counters as its gateway last reported them (health item): poll
+    success, misses, undecodable values, Modbus exceptions, times gone offline; and, for a
+    caller that sees the whole community, the counters of every line of that gateway
+    (checksum errors, stray bytes, torn frames, timeouts, CRC errors …), since its start."""
+    community, dev, info = _device(request)
+    entry = request.app[LIVE].gateways.get((community, info.gateway), {})
+    health: dict[str, Any] = entry.get("health") or {}
+    mine = f"{DEV_PREFIX}{dev}."
+    body: dict[str, Any] = {
+        "community": community,
+        "dev": dev,
+        "gateway": info.gateway,
+        "reported_t": entry.get("health_t"),
+        "poll_ok": health.get(f"{POLL_OK_PREFIX}{dev}"),
+        "counters": {k[len(mine) :]: v for k, v in health.items() if k.startswith(mine)},
+    }
+    if caller_of(request).scope.whole(community):
+        lines: dict[str, dict[str, int]] = {}
+        for key, value in health.items():
+            if key.startswith(BUS_PREFIX):
+                line, _, counter = key[len(BUS_PREFIX) :].rpartition(".")
+                lines.setdefault(line, {})[counter] = value
+        body["lines"] = lines
+    return web.json_response(body)
+
+
 Figure = Callable[..., Awaitable[dict[str, Any]]]
 
 
@@ -226,6 +254,7 @@ def add_telemetry_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/devices/{community}/{dev}/history", device_items)
     r.add_get("/api/devices/{community}/{dev}/series", device_series)
+    r.add_get("/api/devices/{community}/{dev}/diagnostics", device_diagnostics)
     r.add_get(
         "/api/communities/{community}/elevators/availability",
         _figure_handler(elevator_availability, "elevator", "elevators"),

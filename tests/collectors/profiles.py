@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware_configs"
 
 ELEVATOR = cast(ModbusProfile, load_profile(FIRMWARE / "elevator" / "hx-em100.yaml"))
+#: The second elevator layout: a packed status word (bit groups), BCD, low word first.
+ELEVATOR_PACKED = cast(ModbusProfile, load_profile(FIRMWARE / "elevator" / "sd-lt300.yaml"))
 LANE = cast(FramedProfile, load_profile(FIRMWARE / "fire_lane" / "lk-fl200.yaml"))
 GATE = cast(FramedProfile, load_profile(FIRMWARE / "gate" / "jt-gc4.yaml"))
 CAMERA_LANE = cast(MqttProfile, load_profile(FIRMWARE / "fire_lane" / "aibox-lane.yaml"))

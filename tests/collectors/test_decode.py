@@ -9,16 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.decode import FrameDecoder, ModbusPlan, ModbusRead, MqttDecoder, pack_bits
+from collectors.decode import (
+    FrameDecoder,
+    ModbusPlan,
+    ModbusRead,
+    MqttDecoder,
+    MqttMessage,
+    pack_bits,
+)
 from collectors.framing import FrameCodec
 from collectors.local_mqtt import MqttDevice, MqttSession
-from collectors.points import Sample
+from collectors.points import Sample, decode_raw
 from collectors.tracker import DeviceTracker
 from collectors.wire import Envelope, Event, Item, Reading, decode_envelope, encode_envelope
 from tests.collectors.profiles import (
     CAMERA_EBIKE,
     CAMERA_LANE,
     ELEVATOR,
+    ELEVATOR_PACKED,
     GATE,
     LANE,
     gate_status,
@@ -327,3 +335,84 @@ def test_a_field_set_by_two_points_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         load_yaml_text(text, ModbusProfile, source="io.yaml", check=_check)  # type: ignore[arg-type]
     assert str(info.value) == "io.yaml:15: points[4]: field 'alarm' is already set by points[1]"
+
+
+def packed_regs(status: int, floor_raw: int, fault: int, seconds: int, trips: int) -> list[int]:
+    """Registers 0x10..0x16 of the LT-300 layout (32-bit values low word first)."""
+    return [status, floor_raw, fault, seconds & 0xFFFF, seconds >> 16, trips & 0xFFFF,
+            trips >> 16]  # fmt: skip
+
+
+def test_bit_groups_named_bits_offsets_bcd_and_low_word_first() -> None:
+    """Issue 14: the packed layout (sd-lt300) decodes to exact values."""
+    plan = ModbusPlan(ELEVATOR_PACKED)
+    assert plan.reads == [ModbusRead("holding", 0x10, 7)]
+    # direction 10 (down), door zone, door 010 (open), running, occupied, mains, trapped
+    status = 0b0001_0111_0010_0110
+    regs = packed_regs(status, floor_raw=2, fault=0x10, seconds=45_000, trips=70_000)
+    sample = plan.decode([ModbusPlan.registers_to_bytes(regs)])
+    assert sample.fields == {
+        "direction": "down", "door": "open", "door_zone": True, "running": True,
+        "occupied": True, "power": "mains", "floor": -1, "run_hours": 12.5, "trips": 70_000,
+    }  # fmt: skip
+    assert sample.active["trapped"] == {}
+    assert sample.active["overtravel_bottom"] == {"code": 10}  # BCD 0x10 is ten, not 16
+    assert sample.problems == []
+    # Bit 10 clear: on battery; direction 11 is no direction (enum_default); door closing.
+    regs = packed_regs(0b0011_0011, floor_raw=0, fault=0x1A, seconds=0, trips=0)
+    sample = plan.decode([ModbusPlan.registers_to_bytes(regs)])
+    assert (sample.fields["power"], sample.fields["direction"], sample.fields["door"]) == (
+        "battery",
+        "none",
+        "closing",
+    )
+    assert sample.fields["floor"] == -3
+    assert sample.problems == ["holding 18: 001a is not BCD"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "vtype", "word_order", "byte_order", "want"),
+    [
+        (bytes.fromhex("0000000100000002"), "u64", "big", "big", (1 << 32) + 2),
+        (bytes.fromhex("0002000000010000"), "u64", "little", "big", (1 << 32) + 2),
+        (bytes.fromhex("fffffffffffffffe"), "i64", "big", "big", -2),
+        (bytes.fromhex("3ff8000000000000"), "f64", "big", "big", 1.5),
+        (bytes.fromhex("1234"), "bcd16", "big", "big", 1234),
+        (bytes.fromhex("34127856"), "bcd32", "little", "little", 56781234),
+    ],
+)
+def test_wide_and_bcd_values(
+    raw: bytes, vtype: str, word_order: str, byte_order: str, want: float
+) -> None:
+    assert decode_raw(raw, vtype, word_order=word_order, byte_order=byte_order) == want  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("unit", "raw", "want"),
+    [
+        ("iso8601", "2026-11-22T14:03:05+08:00", 1_795_327_385_000),
+        ("iso8601", "2026-11-22T06:03:05Z", 1_795_327_385_000),
+        ("iso8601", "2026-11-22 14:03:05.250", 1_795_327_385_250),  # no offset: time_zone
+        ("s", 1_795_327_385, 1_795_327_385_000),
+        ("s", 1_795_327_385.5, 1_795_327_385_500),
+        ("ms", 1_795_327_385_000, 1_795_327_385_000),
+    ],
+)
+def test_mqtt_device_times_in_every_format(unit: str, raw: object, want: int) -> None:
+    """Issue 14: camera boxes send ISO-8601 strings; epoch seconds and ms stay as they were."""
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], time_unit=unit)
+    profile = msgspec.structs.replace(CAMERA_LANE, topics=[topic])
+    payload = msgspec.json.encode({"ts": raw, "zone": "A", "occupied": True})
+    message = MqttDecoder(profile).decode("aibox/box-01/firelane", payload)
+    assert isinstance(message, MqttMessage)
+    assert (message.t, message.sample.problems) == (want, [])
+
+
+def test_a_time_in_the_wrong_format_keeps_the_arrival_time_and_says_why() -> None:
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], time_unit="iso8601")
+    profile = msgspec.structs.replace(CAMERA_LANE, topics=[topic])
+    payload = msgspec.json.encode({"ts": 1795327385000, "zone": "A", "occupied": True})
+    message = MqttDecoder(profile).decode("aibox/box-01/firelane", payload)
+    assert isinstance(message, MqttMessage)
+    assert message.t is None
+    assert message.sample.problems == ["time 1795327385000 at 'ts' is not an ISO-8601 time"]

@@ -24,7 +24,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collectors.modbus import ModbusBus, ModbusCollector, ModbusDevice
 from collectors.profile import SerialSettings
 from collectors.wire import Event, Item, Reading
-from tests.collectors.profiles import ELEVATOR
+from tests.collectors.profiles import ELEVATOR, ELEVATOR_PACKED
 from tests.conftest import PtyPair, start_pty_pair
 
 pytestmark = pytest.mark.functional
@@ -370,3 +370,44 @@ async def test_coil_output_switches_the_relay_once_and_reports_silence(
         assert "misses" not in collector.device_counts()["el-1"]
     else:
         assert items == []
+
+
+async def test_packed_status_words_decode_exactly_over_the_line(pty_pair: PtyPair) -> None:
+    """Issue 14: bit groups (mask), named bits (set/clear), an offset floor, a BCD fault code
+    and low-word-first 32-bit values, served by pymodbus as a second-layout terminal."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    term = Terminals(regs={7: [0] * 32})
+    server = ModbusSerialServer(
+        [SimDevice(id=7, simdata=[SimData(address=0, count=32, values=0,
+                                          datatype=DataType.REGISTERS)],
+                   action=functools.partial(term.action, 7))],
+        port=pty_pair.device, baudrate=9600, trace_packet=term.trace,
+    )  # fmt: skip
+    await server.serve_forever(background=True)
+    try:
+        profile = msgspec.structs.replace(ELEVATOR_PACKED, report_interval_s=0.1, timeout_ms=150)
+        devices = [ModbusDevice("el-7", 7, profile)]
+        collector = ModbusCollector("bus-2", pty_pair.host, LINE, devices, clock=lambda: T)
+        [dev] = collector.devices
+        seconds, trips = 45_000, 70_000
+        # down, door zone, door open, running, occupied, mains; floor raw 2 = -1; no fault
+        term.regs[7][0x10:0x17] = [0b0000_0111_0010_0110, 2, 0, seconds & 0xFFFF,
+                                   seconds >> 16, trips & 0xFFFF, trips >> 16]  # fmt: skip
+        async with ModbusBus(pty_pair.host, LINE, max_timeout_s=0.15) as bus:
+            assert await collector.poll(bus, dev) == [Reading(T, "el-7", "elevator", {
+                "direction": "down", "door": "open", "door_zone": True, "running": True,
+                "occupied": True, "power": "mains", "floor": -1, "run_hours": 12.5,
+                "trips": 70_000})]  # fmt: skip
+            # Trapped (bit 12), on battery (bit 10 clear), BCD fault 0x10 = overtravel_bottom.
+            term.regs[7][0x10] = 0b0001_0011_0010_0110
+            term.regs[7][0x12] = 0x10
+            assert await collector.poll(bus, dev) == [
+                Reading(T, "el-7", "elevator", {
+                    "direction": "down", "door": "open", "door_zone": True, "running": True,
+                    "occupied": True, "power": "battery", "floor": -1, "run_hours": 12.5,
+                    "trips": 70_000}),
+                Event(T, "el-7", "elevator", "trapped", "start", {}),
+                Event(T, "el-7", "elevator", "overtravel_bottom", "start", {"code": 10}),
+            ]  # fmt: skip
+    finally:
+        await server.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def test_every_shipped_profile_loads() -> None:
         "hx-em100",
         "jt-gc4",
         "lk-fl200",
+        "sd-lt300",
         "xf-ui30",
     ]
     # Each records how often it reports and the thresholds it is set to.
@@ -90,7 +92,7 @@ def test_unknown_protocol(tmp_path: Path) -> None:
 def test_cli_validate_ok_and_broken(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(FIRMWARE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("OK ") == 7  # six profiles and the example site
+    assert done.stdout.count("OK ") == 8  # seven profiles and the example site
     bad = tmp_path / "bad"
     bad.mkdir()
     text = (FIRMWARE / "elevator" / "hx-em100.yaml").read_text()
@@ -137,3 +139,103 @@ def test_cli_validate_empty_file_and_empty_directory(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(tmp_path / "none"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"{tmp_path / 'none'}: no YAML files found"
+
+
+def test_bit_groups_and_named_bits_are_checked_in_one_run(tmp_path: Path) -> None:
+    """Issue 14: masks and set/clear bits, and what they cannot do, each with its fix."""
+    text = (FIRMWARE / "elevator/sd-lt300.yaml").read_text()
+    for old, new in (
+        ("mask: 0x0003, field: direction", "mask: 0x30000, field: direction"),
+        ("10: {field: power, set: mains, clear: battery}", "10: {field: power, set: main}"),
+        ("2: {field: door_zone}", "2: {field: door_zone, set: closed}"),
+        ("8: {field: running}", "8: {field: floor}"),
+        ("9: {field: occupied}", "9: {field: service_mode}"),
+        ("type: bcd16\n", "type: bcd16\n    mask: 0xF0\n"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    got = [f"{p.line}: {p.path}: {p.reason}" for p in info.value.problems]
+    assert got == [
+        "24: points[0].mask: 0x30000 is not a mask of a 16-bit u16",
+        "30: points[2].bits.2.set: elevator field 'door_zone' is bool: the bit sets it; "
+        "drop set/clear (invert: true flips it)",
+        "31: points[2].bits.8.field: elevator field 'floor' is int: one bit cannot hold it; "
+        "read a bit group with mask (and scale)",
+        "32: points[2].bits.9.field: elevator field 'service_mode' takes names: say which "
+        "with set/clear (earthquake, emergency_power, fire_return, firefighter, inspection, "
+        "normal, out_of_service, unknown)",
+        "33: points[2].bits.10.set: 'main' is not allowed for power: use one of battery, "
+        "mains, off; did you mean 'mains'?",
+        "38: points[4].mask: a mask needs an integer type, not bcd16",
+        "35: points[3]: field 'floor' is already set by points[2]",
+    ]
+
+
+def test_mqtt_values_are_checked_against_the_field_they_feed(tmp_path: Path) -> None:
+    """Issue 14: an enum into a bool field validated, then every message was dropped as
+    "does not fit"; now validation refuses it and says what to write."""
+    text = (FIRMWARE / "fire_lane/aibox-lane.yaml").read_text()
+    for old, new in (
+        ("occupied: {path: occupied}", "occupied: {path: occupied, enum: {yes: 'true'}}"),
+        ("dwell_s: {path: dwell}", "dwell_s: {path: dwell, true: [1]}"),
+        ("ebike: ebike, tricycle: ebike", "ebike: bike, tricycle: ebike"),
+        ("evidence: {path: snapshot}", "evidence: {path: snapshot, scale: 2}"),
+        ("time_unit: ms", "time_unit: iso8601\n    time_zone: Asia/Shanghia"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    got = [f"{p.path}: {p.reason}" for p in info.value.problems]
+    assert got == [
+        "topics[0].time_zone: 'Asia/Shanghia' is not an IANA time zone",
+        "topics[0].fields.occupied.enum: fire_lane field 'occupied' is bool; enum maps to "
+        "names: list the values meaning true with true: [...]",
+        "topics[0].fields.dwell_s.true: fire_lane field 'dwell_s' is float; true: is for "
+        "bool fields",
+        "topics[0].fields.object.enum.ebike: 'bike' is not allowed for object: use one of "
+        "ebike, goods, unknown, vehicle; did you mean 'ebike'?",
+        "topics[0].fields.evidence.scale: fire_lane field 'evidence' is str; scale is for numbers",
+    ]
+
+
+def test_six_mistakes_are_six_problems_in_one_run(tmp_path: Path) -> None:
+    """Issue 14: type errors no longer stop the check at the first; a bad name lists the
+    valid ones and the nearest; every problem has its line."""
+    text = (FIRMWARE / "elevator/hx-em100.yaml").read_text()
+    for old, new in (
+        ("timeout_ms: 200", "timeout_ms: fast"),                               # a type
+        ("{address: 1, type: i16, field: floor}", "{address: 1, type: int16, field: floor}"),
+        ("3: {event: trapped}", "3: {event: traped}"),                         # a name
+        ("{address: 6, field: power, enum: {0: mains, 1: battery, 2: \"off\"}}",
+         "{address: 6, field: power, enum: {0: mains, 1: batery, 2: \"off\"}}"),
+        ("serial: {baudrate: 9600, bytesize: 8, parity: E, stopbits: 1}",
+         "serial: {baudrate: 9600, bytesize: 9, parity: E, stopbits: 1}"),
+        ("word_order: big, scale: 0.1, field: run_hours}",
+         "word_order: big, scale: 0.1, field: run_hour}"),
+    ):  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "six.yaml"
+    path.write_text(text)
+    done = run_linli("firmware", "validate", str(path))
+    assert done.returncode == 2
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    problems = [line for line in lines if line.startswith(str(path))]
+    assert len(problems) == 6, lines
+    assert all(re.match(rf"{re.escape(str(path))}:\d+: ", p) for p in problems)
+    text_out = "\n".join(problems)
+    assert "timeout_ms: Expected `int`, got `str`" in text_out
+    assert "points[1].type: 'int16' is not one of bcd16, bcd32, bool, f32" in text_out
+    assert "did you mean 'i16'?" in text_out
+    assert ":55: points[6].enum.1: 'batery'" in text_out  # the file's index and line
+    assert "'traped' is not an elevator event; did you mean 'trapped'?" in text_out
+    assert "'batery' is not allowed for power" in text_out
+    assert "serial.bytesize" in text_out
+    assert "'run_hour' is not an elevator field; did you mean 'run_hours'?" in text_out

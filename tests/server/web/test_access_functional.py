@@ -62,6 +62,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("GET", "/api/telemetry/counts"): (f"/api/telemetry/counts?community={C}", None, 403),
     ("GET", f"{DK}/history"): (f"{DP}/history", None, 404),
     ("GET", f"{DK}/series"): (f"{DP}/series", None, 404),
+    ("GET", f"{DK}/diagnostics"): (f"{DP}/diagnostics", None, 404),
     ("GET", f"{CK}/elevators/availability"): (f"{CP}/elevators/availability", None, 404),
     ("GET", f"{CK}/elevators/trips"): (f"{CP}/elevators/trips", None, 404),
     ("GET", f"{CK}/fire-lanes/occupancy"): (f"{CP}/fire-lanes/occupancy", None, 404),

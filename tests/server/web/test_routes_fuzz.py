@@ -54,6 +54,7 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("GET", "/api/telemetry/counts", ("community", "flush")),
     ("GET", "/api/devices/{community}/{dev}/history", ("since", "until", "limit")),
     ("GET", "/api/devices/{community}/{dev}/series", ("since", "until", "points")),
+    ("GET", "/api/devices/{community}/{dev}/diagnostics", ()),
     ("GET", "/api/communities/{community}/elevators/availability", ("since", "until")),
     ("GET", "/api/communities/{community}/elevators/trips", ("since", "until")),
     ("GET", "/api/communities/{community}/fire-lanes/occupancy", ("since", "until")),
