@@ -72,7 +72,12 @@ async def test_line_errors_reach_the_server_and_the_log(
     sensor = serial.Serial(lane_line.device, baudrate=9600, timeout=1)
     url = f"{server.url}/api/devices/{COMMUNITY}/fl-1/diagnostics"
     try:
-        time.sleep(1.5)  # the gateway opens the port
+        # Written once the gateway reports (its port is open by then: bytes sent to a pty
+        # nobody holds open are lost).
+        deadline = time.monotonic() + 20
+        while api_json(url)["reported_t"] is None:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
         sensor.write(data)
         sensor.flush()
         deadline = time.monotonic() + 20
