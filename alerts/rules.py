@@ -109,7 +109,8 @@ class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     fire_lane_alert_s: float = 300
     #: A gate held open longer than this (GB 50396-2007 alarm types; *configurable default*).
     gate_held_open_s: float = 300
-    #: No reading from a device for this long: offline.
+    #: No reading from a device for this long: offline. 0: its silence is no fault (a
+    #: detector that only speaks on detections, e.g. an e-bike camera): never offline.
     device_offline_s: float = 600
     #: A gateway whose Last Will arrived and that is not back within this: offline.
     gateway_offline_s: float = 300
@@ -127,13 +128,17 @@ class RuleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         problems = [
             f"{name}: must be > 0"
             for name in self.__struct_fields__
-            if name != "flap_s" and getattr(self, name) <= 0
+            if name not in _ZERO_ALLOWED and getattr(self, name) <= 0
         ]
-        if self.flap_s < 0:
-            problems.append("flap_s: must be >= 0")
+        problems += [f"{name}: must be >= 0" for name in _ZERO_ALLOWED if getattr(self, name) < 0]
         if not 1 <= self.maintenance_days <= 92:
             problems.append("maintenance_days: must be 1..92 (at most 3 months, 按需维保)")
         return problems
+
+
+#: Settings where 0 means something: no flapping window; a device whose silence is no fault
+#: (a detector that only speaks on detections: ``device_offline_s: 0``, never offline).
+_ZERO_ALLOWED: Final = ("flap_s", "device_offline_s")
 
 
 class SettingsTable:
@@ -447,7 +452,7 @@ class RuleEngine:
         out: list[Signal] = []
         for (community, dev), state in self._devices.items():
             limit = self.settings.for_device(community, dev).device_offline_s
-            if not state.offline and now - state.last_seen >= limit * _MS:
+            if limit > 0 and not state.offline and now - state.last_seen >= limit * _MS:
                 state.offline = True
                 detail = {"last_seen_t": state.last_seen}
                 out.append(Signal("device_offline", community, dev, now, True, detail))

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
-__all__ = ["ConfigError", "Problem", "load_yaml", "load_yaml_text"]
+__all__ = ["ConfigError", "Problem", "key_lines", "load_yaml", "load_yaml_text"]
 
 T = TypeVar("T")
 
@@ -295,6 +295,22 @@ def load_yaml_text(
         raise ConfigError(problems)
     assert value is not None
     return value
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each key path of a YAML text (``.points[3].address`` → 41); empty
+    if it does not parse (the loader reports that)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError:
+        return {}
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    if node is not None:
+        _index_lines(node, "", lines)
+    return lines
 
 
 def load_yaml(path: Path, into: type[T], *, check: Check[T] | None = None) -> T:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from collectors.profile import Profile, is_profile_file, load_profile
-from collectors.yamlconf import ConfigError, Problem
+from collectors.profile import ModbusProfile, Profile, is_profile_file, load_profile
+from collectors.yamlconf import ConfigError, Problem, key_lines
 from gateway.site import load_site_with_profiles
 from gateway.tryout import as_json, try_capture
 
@@ -45,9 +45,27 @@ def _is_site(path: Path) -> bool:
     return {"version", "gateway"} <= keys
 
 
-def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem]]:
-    """Check every file; return (one summary line per good file, every problem found)."""
+def _warnings(path: Path, profile: Profile) -> list[Problem]:
+    """Legal but questionable: what a user most likely meant otherwise (printed, not fatal)."""
+    if not isinstance(profile, ModbusProfile):
+        return []
+    lines = key_lines(path.read_text(encoding="utf-8"))
+    out: list[Problem] = []
+    for i, p in enumerate(profile.points):
+        for base, table in ((40001, "holding"), (30001, "input")):
+            if base <= p.address <= base + 9998 and p.table == table:
+                key = f"points[{i}].address"
+                out.append(Problem(str(path), lines.get("." + key), key,
+                    f"warning: {p.address} looks like the {base // 10000}xxxx register number; "
+                    f"the PDU address of register {p.address} is {p.address - base}"))  # fmt: skip
+    return out
+
+
+def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem], list[Problem]]:
+    """Check every file; return (one summary line per good file, every problem found, the
+    warnings: legal but questionable, see :func:`_warnings`)."""
     files, problems = _files(paths)
+    warnings: list[Problem] = []
     good: list[str] = []
     seen: dict[str, Path] = {}
     for path in files:
@@ -61,6 +79,7 @@ def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem]]:
                 seen[profile.id] = path
                 protocol = profile.__struct_config__.tag
                 good.append(f"{path}: profile {profile.id} ({profile.kind}, {protocol})")
+                warnings.extend(_warnings(path, profile))
             elif _is_site(path):
                 site, profiles = load_site_with_profiles(path)
                 devices = sum(len(c.devices) for c in site.collectors)
@@ -83,7 +102,7 @@ def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem]]:
                 )
         except ConfigError as exc:
             problems.extend(exc.problems)
-    return good, problems
+    return good, problems, warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.action == "try":
         return _try(args)
-    good, problems = validate(args.paths)
+    good, problems, warnings = validate(args.paths)
     for line in good:
         print(f"OK {line}")
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

@@ -48,6 +48,7 @@ Example (firmware_configs/sites/example.yaml is a complete one)::
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
@@ -364,7 +365,9 @@ def _check_profiles(
         prof = profiles.get(ref)
         if prof is None:
             where = ", ".join(site.profile_dirs) or "(no profile_dirs given)"
-            yield path, f"no profile {ref!r} in {where}"
+            near = difflib.get_close_matches(ref, sorted(profiles), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            yield path, f"no profile {ref!r} in {where}{hint}"
         elif _tag(prof) != want:
             yield path, f"profile {ref!r} speaks {_tag(prof)}, not {want}"
     if isinstance(col, ModbusBusConfig):

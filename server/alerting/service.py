@@ -580,7 +580,7 @@ class AlertService:
         changes: list[Signal] = []
         for c, d, last in seen:
             limit = self.settings.for_device(c, d).device_offline_s * 1000
-            silent = now - last >= limit
+            silent = limit > 0 and now - last >= limit  # 0: its silence is no fault
             if silent != (_running_key(c, d, "device_offline") in running):
                 detail = {"last_seen_t": last} if silent else {}
                 changes.append(Signal("device_offline", c, d, now, silent, detail))

@@ -31,7 +31,7 @@ from typing import Final
 import msgspec
 
 from collectors.points import field_type
-from collectors.wire import FIELDS_BY_KIND, POLL_OK_PREFIX, Event, Item
+from collectors.wire import BUS_PREFIX, DEV_PREFIX, FIELDS_BY_KIND, POLL_OK_PREFIX, Event, Item
 
 __all__ = ["EVENTS_MEASUREMENT", "encode_item", "encode_items", "encode_status"]
 
@@ -64,8 +64,13 @@ def _field_encoder(kind: str, name: str) -> FieldEncoder:
     """``name=value`` for one field of ``kind``, specialised once per field (this is the
     writer's hot path: several fields per reading, thousands of readings per second)."""
     ft = field_type(kind, name)
-    # A field the schema does not name is a gateway's ``poll_ok.<dev>`` share: a float.
-    declared = ft[0] if ft else ("float" if name.startswith(POLL_OK_PREFIX) else "str")
+    # A field the schema does not name is a gateway's ``poll_ok.<dev>`` share (a float) or
+    # one of its ``bus.``/``dev.`` error counters (an integer).
+    declared = ft[0] if ft else (
+        "float" if name.startswith(POLL_OK_PREFIX)
+        else "int" if name.startswith((BUS_PREFIX, DEV_PREFIX))
+        else "str"
+    )  # fmt: skip
     key = _tag(name) + "="
     true, false = key + "true", key + "false"
 

@@ -18,6 +18,7 @@ def test_every_shipped_profile_loads() -> None:
     assert sorted(profiles) == [
         "aibox-ebike",
         "aibox-lane",
+        "dc-gm10",
         "hx-em100",
         "jt-gc4",
         "lk-fl200",
@@ -92,7 +93,7 @@ def test_unknown_protocol(tmp_path: Path) -> None:
 def test_cli_validate_ok_and_broken(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(FIRMWARE))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("OK ") == 8  # seven profiles and the example site
+    assert done.stdout.count("OK ") == len(load_profiles([FIRMWARE])) + 1  # and the site
     bad = tmp_path / "bad"
     bad.mkdir()
     text = (FIRMWARE / "elevator" / "hx-em100.yaml").read_text()
@@ -239,3 +240,27 @@ def test_six_mistakes_are_six_problems_in_one_run(tmp_path: Path) -> None:
     assert "'batery' is not allowed for power" in text_out
     assert "serial.bytesize" in text_out
     assert "'run_hour' is not an elevator field; did you mean 'run_hours'?" in text_out
+
+
+def test_a_4xxxx_address_is_a_warning_and_a_mistyped_profile_name_gets_a_suggestion(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: legal but questionable input is a warning (exit 0); a site's profile name
+    close to a real one is suggested."""
+    text = (FIRMWARE / "elevator/hx-em100.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("{address: 1, type: i16, field: floor}",
+                                 "{address: 40101, type: i16, field: floor}"))  # fmt: skip
+    done = run_linli("firmware", "validate", str(path))
+    assert done.returncode == 0, done.stderr
+    assert (f"{path}:35: points[1].address: warning: 40101 looks like the 4xxxx register "
+            "number; the PDU address of register 40101 is 100") in done.stderr  # fmt: skip
+    site = (FIRMWARE / "sites/example.yaml").read_text()
+    assert "profile: hx-em100" in site
+    site_path = tmp_path / "site.yaml"
+    site_path.write_text(site.replace("profile: hx-em100", "profile: hx-em10")
+                         .replace("profile_dirs: [..]", f"profile_dirs: [{FIRMWARE}]"))  # fmt: skip
+    done = run_linli("firmware", "validate", str(site_path))
+    assert done.returncode == 2
+    assert "no profile 'hx-em10'" in done.stderr
+    assert "did you mean 'hx-em100'?" in done.stderr

@@ -79,7 +79,9 @@ def test_bus_rules_and_references(tmp_path: Path) -> None:
         "set edge.fire_lane.voice_warning: false if the lane has no speaker",
         # fl-2 is now an elevator, so its voice-warning output no longer fits it.
         "47: outputs[0].action: voice_warning is for a fire_lane; fl-2 is of kind elevator",
-        "15: collectors[0].devices[0].profile: no profile 'hx-em101' in " + str(FIRMWARE),
+        "15: collectors[0].devices[0].profile: no profile 'hx-em101' in "
+        + str(FIRMWARE)
+        + "; did you mean 'hx-em100'?",
         "16: collectors[0].devices[1].profile: "
         "profile 'lk-fl200' speaks framed_serial, not modbus_rtu",
         "16: collectors[0].devices[1].unit: unit 1 is used twice on this bus",

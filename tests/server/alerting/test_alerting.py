@@ -295,3 +295,19 @@ async def test_a_gateway_gone_offline_leaves_its_lanes_unjudged_and_its_alerts_a
         lanes = (await s.scalars(select(models.Alert.device).where(
             models.Alert.rule == "fire_lane_blocked").order_by(models.Alert.id))).all()  # fmt: skip
     assert lanes == ["fl-2", "fl-1"]
+
+
+async def test_a_device_whose_silence_is_no_fault_never_goes_offline(db: Database) -> None:
+    """Issue 14: a detector that only speaks on detections (``device_offline_s: 0`` for it)
+    used to raise device_offline after 10 minutes anyway."""
+    clock = Clock()
+    table = SettingsTable(RuleSettings(flap_s=0), devices={(C, "el-2-1"): {"device_offline_s": 0}})
+    svc = AlertService(db, default_ladders(), settings=table, clock=clock)
+    await svc.watch([(C, "el-1-1"), (C, "el-2-1")])
+    clock.now = T + 3600 * S  # an hour of silence from both
+    assert await svc.check_silence() == 1
+    async with db.session() as s:
+        offline = (await s.scalars(select(models.Alert.device))).all()
+    assert offline == ["el-1-1"]
+    with pytest.raises(ValueError, match="device_offline_s: must be >= 0"):
+        SettingsTable(RuleSettings(device_offline_s=-1))

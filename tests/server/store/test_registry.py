@@ -169,3 +169,13 @@ async def test_channels_are_updated_in_place_and_undeclared_ones_disabled(tmp_pa
         ("email", "duty@pc1.example", False),
     ]
     assert counts.updated == 2
+
+
+def test_the_documented_example_registry_is_valid() -> None:
+    """docs/examples/registry.yaml shows every channel kind and a retired gateway."""
+    from tests.conftest import ROOT  # noqa: PLC0415
+
+    reg = load_registry(ROOT / "docs/examples/registry.yaml")
+    kinds = {ch.kind for org in reg.organisations for ch in org.channels}
+    assert kinds == {"webhook", "robot", "mqtt", "email"}
+    assert any(g.retired for c in reg.communities for g in c.gateways)
