@@ -297,7 +297,7 @@ class RuleEngine:
         if state is None:
             state = self._devices[key] = _DeviceState(item.kind, now)
         state.last_seen = max(state.last_seen, now)
-        if state.offline and not (isinstance(item, Event) and item.event in _OFFLINE_EVENTS):
+        if state.offline and not (isinstance(item, Event) and _is_offline_event(item)):
             state.offline = False
             out.append(Signal("device_offline", community, item.dev, now, active=False))
         if isinstance(item, Event):
@@ -344,7 +344,7 @@ class RuleEngine:
             if name == "fire_release":
                 # GB 55024-2022 5.3.6: the gateway released the gates; report it.
                 return signal("fire_release", starts)
-        if name in _OFFLINE_EVENTS:
+        if _is_offline_event(ev):
             if starts and not state.offline:
                 state.offline = True
                 return signal("device_offline")
@@ -460,6 +460,14 @@ class RuleEngine:
 
 
 _OFFLINE_EVENTS: Final = frozenset({"terminal_offline", "comm_lost"})
+
+
+def _is_offline_event(ev: Event) -> bool:
+    """The gateway's word that a device stopped answering: the kind's offline event, or for
+    fire lanes (which have none) ``sensor_fault`` with ``{"reason": "no_response"}``."""
+    if ev.event in _OFFLINE_EVENTS:
+        return True
+    return ev.event == "sensor_fault" and ev.data.get("reason") == "no_response"
 
 
 def maintenance_signals(

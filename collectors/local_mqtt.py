@@ -71,19 +71,20 @@ class MqttSession:
             self.counts["too_large"] += 1
             return []
         items: list[Item] = []
-        matched = False
+        matched = taken = False
+        refusals: list[str] = []
         for profile_id, decoder in self._decoders.items():
             result = decoder.decode(topic, payload)
             if result is None:
                 continue
             matched = True
             if isinstance(result, str):
-                self.counts["refused"] += 1
-                log.info("local message on %s refused: %s", topic, result)
+                refusals.append(f"{profile_id}: {result}")
                 continue
             tracker = self.trackers.get((profile_id, result.address))
             if tracker is None:
                 continue
+            taken = True
             self.counts["messages"] += 1
             for problem in result.sample.problems:
                 log.info("local message on %s: %s", topic, problem)
@@ -91,6 +92,11 @@ class MqttSession:
             tracker.last_seen_t = t  # silence is judged on arrival time, not the box's clock
         if not matched:
             self.counts["unmatched"] += 1
+        elif refusals and not taken:
+            # Refused only if no profile on this topic took it: two models sharing a topic
+            # each refuse the other's messages, which is no fault.
+            self.counts["refused"] += 1
+            log.debug("local message on %s refused: %s", topic, "; ".join(refusals))
         return items
 
     def diagnostics(self) -> dict[str, int]:

@@ -127,6 +127,19 @@ def test_terminal_offline_events_raise_at_once_and_end() -> None:
     ]
 
 
+def test_a_lane_sensor_that_stops_answering_is_offline() -> None:
+    """Issue 14: fire lanes have no offline event of their own; the gateway reports a
+    silent one as sensor_fault {"reason": "no_response"}, which is the device offline. A
+    sensor's own fault (another reason) is not."""
+    engine = RuleEngine()
+    silent = ev("fl-1", "fire_lane", "sensor_fault", reason="no_response")
+    assert brief(engine.observe(C, silent, T)) == [("device_offline", "fl-1", True)]
+    back = ev("fl-1", "fire_lane", "sensor_fault", "end", reason="no_response")
+    assert brief(engine.observe(C, back, T + S)) == [("device_offline", "fl-1", False)]
+    own = ev("fl-2", "fire_lane", "sensor_fault", code=3)
+    assert ("device_offline", "fl-2", True) not in brief(engine.observe(C, own, T))
+
+
 def test_gateway_offline_after_five_minutes_not_before() -> None:
     engine = RuleEngine()
     assert engine.gateway_status(C, "gw-1", False, T) == []

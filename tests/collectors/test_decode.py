@@ -416,3 +416,19 @@ def test_a_time_in_the_wrong_format_keeps_the_arrival_time_and_says_why() -> Non
     assert isinstance(message, MqttMessage)
     assert message.t is None
     assert message.sample.problems == ["time 1795327385000 at 'ts' is not an ISO-8601 time"]
+
+
+def test_two_profiles_on_one_topic_do_not_refuse_each_others_messages() -> None:
+    """Issue 14: a message one profile takes is not counted (or logged) as refused by the
+    other profile sharing its topic; one nobody takes is refused once."""
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], address="json:cam")
+    other = msgspec.structs.replace(CAMERA_LANE, id="aibox-lane-v2", topics=[topic])
+    session = MqttSession([MqttDevice("fl-1", CAMERA_LANE, "A"), MqttDevice("fl-9", other, "c9")],
+                          started_t=T0)  # fmt: skip
+    lane_a = msgspec.json.encode({"ts": T0, "zone": "A", "occupied": True})
+    lane_9 = msgspec.json.encode({"ts": T0, "cam": "c9", "occupied": False})
+    assert [i.dev for i in session.handle(T0, "aibox/box-01/firelane", lane_a)] == ["fl-1"]
+    assert [i.dev for i in session.handle(T0, "aibox/box-01/firelane", lane_9)] == ["fl-9"]
+    assert session.counts["refused"] == 0
+    session.handle(T0, "aibox/box-01/firelane", msgspec.json.encode({"occupied": True}))
+    assert session.counts["refused"] == 1
