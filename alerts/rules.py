@@ -399,11 +399,21 @@ class RuleEngine:
         if reading.kind == "fire_lane" and "occupied" in fields:
             occupied = bool(fields["occupied"])
             detail: dict[str, Any] = {k: fields[k] for k in ("object", "evidence") if k in fields}
-            if occupied and (community, reading.dev) not in self._lanes:
-                # The sensor counts its own dwell: the occupation began that long ago.
-                dwell = fields.get("dwell_s")
-                started = now - int(float(dwell) * _MS) if isinstance(dwell, int | float) else now
-                self._start_lane((community, reading.dev), _Since(started, detail))
+            key = (community, reading.dev)
+            # The sensor counts its own dwell: the occupation began that long ago.
+            dwell = fields.get("dwell_s")
+            started = now - int(float(dwell) * _MS) if isinstance(dwell, int | float) else now
+            lane = self._lanes.get(key)
+            if occupied and lane is None:
+                self._start_lane(key, _Since(started, detail))
+                return []
+            if occupied and lane is not None and not lane.raised and started < lane.t:
+                # Heard first from an event (the edge's obstruction), the dwell now says the
+                # vehicle stood longer: the wait counts from when it really arrived.
+                lane.t = started
+                lane.detail.update(detail)
+                self._begin("fire_lane_blocked", key, lane,
+                            self.settings.for_device(*key).fire_lane_alert_s)  # fmt: skip
                 return []
             return self._lane(community, reading.dev, occupied, now, detail)
         return []

@@ -435,13 +435,15 @@ class AlertService:
         *,
         keep: bool = False,
     ) -> None:
-        """Create timer ``key``, or move it to ``due_t`` (unless ``keep``: a condition keeps
-        the time it began). Another worker creating the same one at the same moment wins
-        the unique key; this transaction goes on without it."""
+        """Create timer ``key``, or move it to ``due_t`` (with ``keep``, only earlier: a
+        condition keeps the time it began, unless a device reports it began before, as a
+        lane sensor's dwell does). Another worker creating the same one at the same moment
+        wins the unique key; this transaction goes on without it."""
         found = await session.scalar(select(models.AlertTimer).where(models.AlertTimer.key == key))
         if found is not None:
-            if not keep:
+            if not keep or due_t < found.due_t:
                 found.due_t = due_t
+                found.payload = json.dumps(payload)
             return
         try:
             async with session.begin_nested():

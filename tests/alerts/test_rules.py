@@ -78,6 +78,20 @@ def test_lane_readings_count_the_sensors_own_dwell() -> None:
     assert brief(engine.observe(C, free, T + 110 * S)) == [("fire_lane_blocked", "fl-2", False)]
 
 
+def test_dwell_reported_after_the_edges_obstruction_moves_the_start_back() -> None:
+    """Issue 14: heard first from the edge's obstruction event, then a reading saying the
+    vehicle has stood 312 s: the wait counts from its arrival, not from when we heard."""
+    engine = RuleEngine()
+    engine.observe(C, ev("fl-1", "fire_lane", "obstruction", object="vehicle"), T)
+    busy = Reading(T, "fl-1", "fire_lane", {"occupied": True, "dwell_s": 312, "object": "vehicle"})
+    assert engine.observe(C, busy, T + S) == []
+    raised = engine.tick(T + 2 * S)  # 313 s after it arrived: past the 300 s threshold
+    assert brief(raised) == [("fire_lane_blocked", "fl-1", True)]
+    assert raised[0].detail["since_t"] == T + S - 312 * S
+    starts = [c for c in engine.take_conditions() if c.active]
+    assert [c.due_t for c in starts][-1] == T + S - 12 * S  # the timer moved earlier
+
+
 def test_gates_forced_held_open_and_fire_release() -> None:
     engine = RuleEngine()
     assert brief(engine.observe(C, ev("gt-north", "gate", "forced_open", "instant"), T)) == [

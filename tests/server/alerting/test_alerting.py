@@ -311,3 +311,20 @@ async def test_a_device_whose_silence_is_no_fault_never_goes_offline(db: Databas
     assert offline == ["el-1-1"]
     with pytest.raises(ValueError, match="device_offline_s: must be >= 0"):
         SettingsTable(RuleSettings(device_offline_s=-1))
+
+
+async def test_a_reported_dwell_moves_the_lane_timer_earlier(db: Database) -> None:
+    """Issue 14: the server's timer (SQL, shared by workers) moves back when the sensor's
+    dwell says the vehicle arrived before the server heard of it; never later."""
+    clock = Clock()
+    svc = service(db, clock, flap_s=0)
+    await svc.on_items(C, [ev("fl-1", "fire_lane", "obstruction", object="vehicle")])
+    async with db.session() as s:
+        [first] = (await s.scalars(select(models.AlertTimer.due_t))).all()
+    assert first == T + 300 * S
+    busy = Reading(T, "fl-1", "fire_lane", {"occupied": True, "dwell_s": 200})
+    clock.now = T + 10 * S
+    await svc.on_items(C, [busy])
+    async with db.session() as s:
+        [moved] = (await s.scalars(select(models.AlertTimer.due_t))).all()
+    assert moved == T + 10 * S - 200 * S + 300 * S
