@@ -20,7 +20,7 @@ from collectors.base import Emit, wall_ms
 from collectors.decode import FrameDecoder
 from collectors.errors import PortError
 from collectors.framing import FrameParser
-from collectors.profile import FramedProfile, SerialSettings
+from collectors.profile import FramedProfile, SerialSettings, profile_deadbands
 from collectors.serial_port import SerialPort
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
@@ -60,7 +60,10 @@ class FramedSession:
         self.started_t = started_t
         self.trackers = {
             d.address: DeviceTracker(
-                d.id, profile.kind, heartbeat_ms=int(profile.heartbeat_s * 1000)
+                d.id,
+                profile.kind,
+                heartbeat_ms=int(profile.heartbeat_s * 1000),
+                deadbands=profile_deadbands(profile),
             )
             for d in devices
         }

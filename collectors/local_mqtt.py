@@ -21,7 +21,7 @@ import aiomqtt
 from collectors.base import Emit, wall_ms
 from collectors.decode import MqttDecoder
 from collectors.mqtturl import parse_mqtt_url, tls_context
-from collectors.profile import MqttProfile
+from collectors.profile import MqttProfile, profile_deadbands
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
 
@@ -57,7 +57,10 @@ class MqttSession:
             self._decoders.setdefault(d.profile.id, MqttDecoder(d.profile))
             self._profiles[d.profile.id] = d.profile
             self.trackers[d.profile.id, d.address] = DeviceTracker(
-                d.id, d.profile.kind, heartbeat_ms=int(d.profile.heartbeat_s * 1000)
+                d.id,
+                d.profile.kind,
+                heartbeat_ms=int(d.profile.heartbeat_s * 1000),
+                deadbands=profile_deadbands(d.profile),
             )
 
     @property

@@ -29,7 +29,7 @@ from collectors.base import Emit, wall_ms
 from collectors.checksums import compute
 from collectors.decode import ModbusPlan, ModbusRead, pack_bits
 from collectors.errors import PortError
-from collectors.profile import ModbusProfile, SerialSettings
+from collectors.profile import ModbusProfile, SerialSettings, profile_deadbands
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
 
@@ -213,6 +213,7 @@ class _Polled:
             p.kind,
             heartbeat_ms=int(p.heartbeat_s * 1000),
             offline_after=p.offline_after,
+            deadbands=profile_deadbands(p),
         )
         self.interval_s = p.report_interval_s
         self.timeout_s = p.timeout_ms / 1000

@@ -118,6 +118,9 @@ class Point(_Conf, frozen=True):
     event: str | None = None
     invert: bool = False
     codes: dict[int, str] | None = None
+    #: For a number field: a change smaller than this (from the value last reported) does
+    #: not make a reading; heartbeats still do. 0: every change counts.
+    deadband: float = 0.0
     description: str = ""
 
 
@@ -225,6 +228,8 @@ class MqttField(_Conf, frozen=True):
     scale: float = 1.0
     #: For bool fields: the JSON values meaning true (default: JSON true or non-zero).
     true: list[str | int | bool] | None = None
+    #: For number fields: see :attr:`Point.deadband`.
+    deadband: float = 0.0
 
 
 class MqttEvent(_Conf, frozen=True):
@@ -290,6 +295,19 @@ def profile_events(profile: Profile) -> frozenset[str]:
     return frozenset(names)
 
 
+def profile_deadbands(profile: Profile) -> dict[str, float]:
+    """Each number field's deadband (only those above 0)."""
+    out: dict[str, float] = {}
+    if isinstance(profile, MqttProfile):
+        for t in profile.topics:
+            out.update({name: f.deadband for name, f in t.fields.items() if f.deadband > 0})
+        return out
+    points: list[Point] = list(profile.points) if isinstance(profile, ModbusProfile) else [
+        p for m in profile.messages for p in m.points]  # fmt: skip
+    out.update({p.field: p.deadband for p in points if p.field and p.deadband > 0})
+    return out
+
+
 def hex_bytes(text: str) -> bytes:
     """``"AA 55"`` → ``b"\\xaa\\x55"`` (the pattern was checked at load)."""
     return bytes.fromhex(text.replace(" ", ""))
@@ -321,6 +339,12 @@ def _check_point(
         yield f"{path}.enum", "enum only goes with field"
     if p.field is not None and not in_data:
         yield from _check_field(kind, p, path)
+    if p.deadband < 0:
+        yield f"{path}.deadband", "must be >= 0"
+    elif p.deadband > 0:
+        ft = field_type(kind, p.field) if p.field is not None else None
+        if ft is None or ft[0] not in ("int", "float") or p.enum is not None:
+            yield f"{path}.deadband", "a deadband is for a number field"
     if p.bits is not None:
         width = 8 * SIZE[p.type]
         if p.type in (*_FLOATS, "bool", *BCD_TYPES):
@@ -564,6 +588,8 @@ def _check_mqtt_field(kind: str, name: str, mf: MqttField, path: str) -> Iterato
         yield f"{path}.scale", f"{kind} field {name!r} is {base}; scale is for numbers"
     if base == "int" and mf.scale != int(mf.scale):
         yield f"{path}.scale", f"{kind} field {name!r} is an integer; scale must be too"
+    if mf.deadband < 0 or (mf.deadband > 0 and base not in ("int", "float")):
+        yield f"{path}.deadband", "a deadband (>= 0) is for a number field"
     if base == "str" and allowed:
         if not mf.enum:
             names = ", ".join(sorted(allowed))

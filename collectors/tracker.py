@@ -15,6 +15,7 @@ frame said (a :class:`~collectors.points.Sample`) and produces the items to send
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Final
 
 from collectors.points import Sample
@@ -36,12 +37,23 @@ OFFLINE_EVENT: Final[dict[DeviceKind, tuple[str, dict[str, Any]]]] = {
 class DeviceTracker:
     """One device's last reported state (see the module docstring)."""
 
-    def __init__(self, dev: str, kind: DeviceKind, *, heartbeat_ms: int, offline_after: int = 1):
+    def __init__(
+        self,
+        dev: str,
+        kind: DeviceKind,
+        *,
+        heartbeat_ms: int,
+        offline_after: int = 1,
+        deadbands: Mapping[str, float] | None = None,
+    ):
         self.dev = dev
         self.kind = kind
         self.heartbeat_ms = heartbeat_ms
         self.offline_after = offline_after
+        #: Number fields whose changes below this (from the last reported value) are noise.
+        self.deadbands = dict(deadbands or {})
         self.fields: dict[str, bool | int | float | str] = {}
+        self.reported: dict[str, bool | int | float | str] = {}
         self.active: dict[str, dict[str, Any]] = {}
         self.last_reading_t: int | None = None
         self.last_seen_t: int | None = None
@@ -70,11 +82,12 @@ class DeviceTracker:
                     Event(t, self.dev, self.kind, "service_mode_changed", "instant",
                           {"from": was_mode, "to": mode})
                 )  # fmt: skip
-            changed = any(self.fields.get(k) != v for k, v in sample.fields.items())
+            changed = any(self._changed(k, v) for k, v in sample.fields.items())
             due = self.last_reading_t is None or t - self.last_reading_t >= self.heartbeat_ms
             self.fields.update(sample.fields)
             if changed or due:
                 items.append(Reading(t, self.dev, self.kind, dict(sample.fields)))
+                self.reported.update(sample.fields)
                 self.last_reading_t = t
         for event, on in sample.active.items():
             was = self.active.get(event)
@@ -94,6 +107,18 @@ class DeviceTracker:
         for event, data in sample.instants:
             items.append(Event(t, self.dev, self.kind, event, "instant", data))
         return items
+
+    def _changed(self, name: str, value: bool | int | float | str) -> bool:
+        was = self.reported.get(name)
+        band = self.deadbands.get(name)
+        if (
+            band is None
+            or was is None
+            or isinstance(value, bool | str)
+            or isinstance(was, bool | str)
+        ):
+            return was != value
+        return abs(value - was) >= band
 
     def miss(self, t: int) -> list[Item]:
         """A poll that got no usable answer; after ``offline_after`` in a row: offline."""

@@ -39,7 +39,13 @@ import msgspec
 from collectors.decode import FrameDecoder, ModbusPlan, MqttDecoder, pack_bits
 from collectors.framing import FrameParser
 from collectors.local_mqtt import MqttDevice, MqttSession
-from collectors.profile import FramedProfile, ModbusProfile, MqttProfile, Profile
+from collectors.profile import (
+    FramedProfile,
+    ModbusProfile,
+    MqttProfile,
+    Profile,
+    profile_deadbands,
+)
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
 from collectors.yamlconf import ConfigError
@@ -81,7 +87,8 @@ def _paragraphs(text: str) -> list[list[tuple[int, str]]]:
 
 def _modbus(profile: ModbusProfile, text: str, source: str, t0: int) -> TryResult:
     plan = ModbusPlan(profile)
-    tracker = DeviceTracker("dev", profile.kind, heartbeat_ms=int(profile.heartbeat_s * 1000))
+    tracker = DeviceTracker("dev", profile.kind, heartbeat_ms=int(profile.heartbeat_s * 1000),
+                            deadbands=profile_deadbands(profile))  # fmt: skip
     result = TryResult()
     step = int(profile.report_interval_s * 1000)
     for poll, paragraph in enumerate(_paragraphs(text)):
@@ -150,7 +157,8 @@ def _framed(profile: FramedProfile, text: str, source: str, t0: int) -> TryResul
             address, name, sample = decoded
             tracker = trackers.setdefault(address, DeviceTracker(
                 f"dev@{address}" if address is not None else "dev", profile.kind,
-                heartbeat_ms=int(profile.heartbeat_s * 1000)))  # fmt: skip
+                heartbeat_ms=int(profile.heartbeat_s * 1000),
+                deadbands=profile_deadbands(profile)))  # fmt: skip
             result.problems += [f"{name} frame {frames + 1}: {p}" for p in sample.problems]
             result.items += tracker.sample(t0 + frames * step, sample)
             frames += 1

@@ -432,3 +432,19 @@ def test_two_profiles_on_one_topic_do_not_refuse_each_others_messages() -> None:
     assert session.counts["refused"] == 0
     session.handle(T0, "aibox/box-01/firelane", msgspec.json.encode({"occupied": True}))
     assert session.counts["refused"] == 1
+
+
+def test_a_deadband_keeps_small_changes_out_until_they_add_up_or_the_heartbeat() -> None:
+    """Issue 14: a number that wanders by less than its deadband (from the value last
+    reported) makes no reading; a change that adds up to it does; the heartbeat still does."""
+    tracker = DeviceTracker("fl-1", "fire_lane", heartbeat_ms=60_000, deadbands={"dwell_s": 10})
+
+    def at(t: int, dwell: float, occupied: bool = True) -> list[Item]:
+        return tracker.sample(T0 + t, Sample(fields={"occupied": occupied, "dwell_s": dwell}))
+
+    assert len(at(0, 100)) == 1
+    assert at(2000, 104) == []  # 4 s from the reported 100
+    assert at(4000, 108) == []
+    assert [i.fields["dwell_s"] for i in at(6000, 110)] == [110]  # type: ignore[union-attr]
+    assert len(at(8000, 111, occupied=False)) == 1  # another field changed: reported at once
+    assert len(at(68_000, 112, occupied=False)) == 1  # the heartbeat
