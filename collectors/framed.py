@@ -47,6 +47,16 @@ class FramedDevice:
     address: int | None = None
 
 
+def line_counters(parser: Counter[str], session: Counter[str]) -> dict[str, int]:
+    """A framed line's counters under the names the health item and the docs use."""
+    return {"frames": parser["frames"], "checksum_errors": parser["checksum"],
+            "stray_bytes": parser["garbage_bytes"], "torn_frames": parser["torn"],
+            "bad_frames": parser["bad_length"] + parser["bad_end"] + parser["too_long"]
+            + parser["short"], "overflow_bytes": parser["overflow_bytes"],
+            "unknown_messages": session["unknown_message"],
+            "unknown_addresses": session["unknown_address"]}  # fmt: skip
+
+
 class FramedSession:
     """Sans-I/O core of the collector: bytes and quiet periods in, wire items out."""
 
@@ -70,12 +80,7 @@ class FramedSession:
 
     def diagnostics(self) -> dict[str, int]:
         """The line's error counters since start."""
-        p = self.parser.counts
-        return {"checksum_errors": p["checksum"], "stray_bytes": p["garbage_bytes"],
-                "torn_frames": p["torn"], "bad_frames": p["bad_length"] + p["bad_end"]
-                + p["too_long"] + p["short"], "overflow_bytes": p["overflow_bytes"],
-                "unknown_messages": self.counts["unknown_message"],
-                "unknown_addresses": self.counts["unknown_address"]}  # fmt: skip
+        return line_counters(self.parser.counts, self.counts)
 
     def feed(self, t: int, data: bytes) -> list[Item]:
         """Bytes from the line at time ``t``: the items of every complete frame."""

@@ -132,9 +132,11 @@ class ModbusPoint(Point, frozen=True):
 
 
 class FramePoint(Point, frozen=True):
-    """A point at a byte position of the unescaped frame (0 = first start byte)."""
+    """A point at a byte position of the unescaped frame (0 = first start byte). A frame is
+    bytes: a point is one byte (``u8``) unless its ``type`` says otherwise."""
 
     byte: int = -1
+    type: ValueType = "u8"
 
 
 class _ProfileBase(_Conf, frozen=True):
@@ -474,12 +476,17 @@ def _fields_set_twice(
 def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
     if not p.points:
         yield "points", "a Modbus profile needs at least one point"
-    if p.timeout_ms < 10 or p.retries < 0 or p.offline_after < 1 or p.max_gap < 0:
-        yield "timeout_ms", "timeout_ms >= 10, retries >= 0, offline_after >= 1, max_gap >= 0"
+    lows = (("timeout_ms", p.timeout_ms, 10), ("retries", p.retries, 0),
+            ("offline_after", p.offline_after, 1), ("max_gap", p.max_gap, 0))  # fmt: skip
+    for key, value, low in lows:
+        if value < low:
+            yield key, f"{value} is below {low}"
     for i, pt in enumerate(p.points):
         path = f"points[{i}]"
         if not 0 <= pt.address <= 0xFFFF:
             yield f"{path}.address", "address (0..65535) is required"
+        elif pt.address + max(1, SIZE[pt.type] // 2) - 1 > 0xFFFF:
+            yield f"{path}.address", f"a {pt.type} at {pt.address:#06x} runs past register 0xFFFF"
         bit_table = pt.table in ("coil", "discrete")
         if bit_table and pt.type != "bool":
             yield f"{path}.type", f"a {pt.table} is one bit; use type: bool"
@@ -530,8 +537,13 @@ def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
             yield f"{mpath}.points", "a message needs points or an instant event"
         for j, pt in enumerate(m.points):
             path = f"{mpath}.points[{j}]"
-            if not len(start) <= pt.byte <= f.max_length - trailer - SIZE[pt.type]:
-                yield f"{path}.byte", "byte (a position after the start bytes) is required"
+            last = f.max_length - trailer - SIZE[pt.type]
+            if pt.byte < 0:
+                yield f"{path}.byte", "byte (its position, from the first start byte) is required"
+            elif not len(start) <= pt.byte <= last:
+                yield f"{path}.byte", (f"byte {pt.byte} is not after the start bytes and before "
+                                       f"the checksum: a {pt.type} fits at {len(start)}..{last} "
+                                       f"of a frame of at most {f.max_length} bytes")  # fmt: skip
             yield from _check_point(p.kind, pt, path, in_data=m.instant is not None)
         yield from _fields_set_twice(m.points, f"{mpath}.points")
     if len(p.messages) > 1 and any(m.when_byte is None for m in p.messages[:-1]):

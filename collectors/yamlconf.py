@@ -59,7 +59,23 @@ class ConfigError(Exception):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last),
+    and reads booleans as YAML 1.2 does: only ``true``/``false``. PyYAML follows YAML 1.1,
+    where ``yes``, ``no``, ``on``, ``off`` are booleans too; in a profile they are what a
+    device sends (``"status": "yes"``), and a technician writes them unquoted."""
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 (PyYAML reads it as a class attribute)
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    @classmethod
+    def _add_bools(cls) -> None:
+        cls.add_implicit_resolver(
+            "tag:yaml.org,2002:bool",
+            re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+            list("tTfF"),
+        )
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         """A mapping whose keys ``on``, ``off``, ``yes``, ``no`` (YAML 1.1 booleans) stay the
@@ -78,6 +94,9 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
+
+
+_StrictLoader._add_bools()
 
 
 def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
@@ -113,6 +132,7 @@ Check = Callable[[T], Iterable[tuple[str, str]]]
 MAX_TYPE_PROBLEMS = 50
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
 
 
 def _steps(path: str) -> list[str | int | None]:
@@ -129,6 +149,11 @@ class _Removals:
 
     def __init__(self) -> None:
         self._gone: dict[str, list[int]] = {}
+
+    def touched(self, where: str) -> bool:
+        """Whether elements were taken out of the list at ``where`` (a check about that list,
+        "needs at least one", would only repeat the type problem)."""
+        return where in self._gone
 
     def original(self, steps: list[str | int | None]) -> list[str | int | None]:
         out: list[str | int | None] = []
@@ -181,27 +206,43 @@ def _render(steps: list[str | int | None]) -> str:
 
 def _options_at(into: Any, data: Any, steps: list[str | int | None]) -> list[str] | None:
     """The allowed values of the Literal at ``steps`` of type ``into`` (None if not one)."""
+    info, data = _type_at(into, data, steps)
+    info = _unwrap(info, data)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [str(v) for v in info.values]
+    return None
+
+
+def _keys_at(into: Any, data: Any, steps: list[str | int | None]) -> list[str]:
+    """The keys the object at ``steps`` may have (its struct's fields)."""
+    info, data = _type_at(into, data, steps)
+    info = _unwrap(info, data)
+    if isinstance(info, msgspec.inspect.StructType):
+        return [f.encode_name for f in info.fields]
+    return []
+
+
+def _type_at(into: Any, data: Any, steps: list[str | int | None]) -> tuple[Any, Any]:
+    """The type (msgspec.inspect) and the data at ``steps``; (None, None) if lost."""
     info: Any = msgspec.inspect.type_info(into)
     for step in steps:
         info = _unwrap(info, data)
         if isinstance(info, msgspec.inspect.StructType) and isinstance(step, str):
             found = next((f for f in info.fields if f.encode_name == step), None)
             if found is None:
-                return None
+                return None, None
             info = found.type
             data = data.get(step) if isinstance(data, dict) else None
         elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.FrozenSetType):
             info = info.item_type
-            data = data[step] if isinstance(data, list) and isinstance(step, int) else None
+            in_range = isinstance(data, list) and isinstance(step, int) and step < len(data)
+            data = data[step] if in_range else None
         elif isinstance(info, msgspec.inspect.DictType):
             info = info.value_type
             data = None
         else:
-            return None
-    info = _unwrap(info, data)
-    if isinstance(info, msgspec.inspect.LiteralType):
-        return [str(v) for v in info.values]
-    return None
+            return None, None
+    return info, data
 
 
 def _unwrap(info: Any, data: Any) -> Any:
@@ -230,6 +271,31 @@ def _explain(into: Any, data: Any, steps: list[str | int | None], message: str) 
     return f"{value!r} is not one of {', '.join(options)}{hint}"
 
 
+_MISSING_NODE: Any = object()
+
+
+def _child(holder: Any, step: str | int | None) -> Any:
+    """``holder[step]``, or _MISSING_NODE when there is no such element or key."""
+    if isinstance(holder, list) and isinstance(step, int):
+        return holder[step] if step < len(holder) else _MISSING_NODE
+    if isinstance(holder, dict) and isinstance(step, str):
+        return holder.get(step, _MISSING_NODE)
+    return _MISSING_NODE
+
+
+def _drop_key(data: Any, steps: list[str | int | None], name: str) -> bool:
+    """Delete key ``name`` of the object at ``steps``; False if it is not there."""
+    holder: Any = data
+    for step in steps:
+        holder = _child(holder, step)
+        if holder is _MISSING_NODE:
+            return False
+    if isinstance(holder, dict) and name in holder:
+        del holder[name]
+        return True
+    return False
+
+
 def _convert_all(
     data: Any, into: type[T], lines: dict[str, int], source: str
 ) -> tuple[T | None, list[Problem], _Removals]:
@@ -254,6 +320,18 @@ def _convert_all(
             if missing and not path and missing.group("name") in dropped:
                 return None, problems, removals  # a required key already reported as wrong
             steps = _steps(path)
+            unknown = _UNKNOWN.match(message)
+            if unknown is not None and _drop_key(data, steps, unknown.group("name")):
+                # A key that is not one: named at its own line, with the nearest valid key;
+                # taken out, the rest of its object is still checked.
+                name = unknown.group("name")
+                where = _render(removals.original(steps)) + f".{name}"
+                keys = _keys_at(into, original, removals.original(steps))
+                near = difflib.get_close_matches(name, keys, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."),
+                                        f"{name!r} is not a key here{hint}"))  # fmt: skip
+                continue
             where = _render(removals.original(steps))
             reason = _explain(into, original, removals.original(steps), message)
             problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."), reason))
@@ -290,6 +368,8 @@ def load_yaml_text(
     if check is not None and value is not None:
         for path, reason in check(value):
             where = _render(removals.original(_steps("." + path)))
+            if removals.touched(where):
+                continue
             problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."), reason))
     if problems:
         raise ConfigError(problems)

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--input", type=Path, required=True, metavar="FILE",
                    help="a register dump, a line capture or JSON messages (see docs)")  # fmt: skip
     t.add_argument("--t0", type=int, default=1_795_300_000_000,
-                   help="epoch ms of the first poll, frame or message")  # fmt: skip
+                   help="epoch ms of the first poll, frame or message "
+                        "(default 1795300000000, 2026-11-22 06:26:40 +08:00)")  # fmt: skip
     t.add_argument("--json", action="store_true", help="one JSON object with everything")
     args = p.parse_args(argv)
     if args.action == "try":
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _try(args: argparse.Namespace) -> int:
+    if not is_profile_file(args.profile):
+        print(f"{args.profile}: not a device profile (it has no 'profile: 1' line); "
+              "linli firmware try takes a profile and a capture", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         profile = load_profile(args.profile)
         result = try_capture(profile, args.input, t0=args.t0)

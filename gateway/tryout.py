@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 import msgspec
 
 from collectors.decode import FrameDecoder, ModbusPlan, MqttDecoder, pack_bits
+from collectors.framed import line_counters
 from collectors.framing import FrameParser
 from collectors.local_mqtt import MqttDevice, MqttSession
 from collectors.profile import (
@@ -117,7 +119,7 @@ def _modbus(profile: ModbusProfile, text: str, source: str, t0: int) -> TryResul
             values = [memory.get((read.table, read.address + i)) for i in range(read.count)]
             if None in values:
                 first = values.index(None)
-                missing.append(f"{read.table} {read.address + first}")
+                missing.append(f"{read.table} {read.address + first:#06x}")
             filled = [v or 0 for v in values]
             if read.table in ("coil", "discrete"):
                 blocks.append(pack_bits([bool(v) for v in filled]))
@@ -163,7 +165,8 @@ def _framed(profile: FramedProfile, text: str, source: str, t0: int) -> TryResul
             result.items += tracker.sample(t0 + frames * step, sample)
             frames += 1
         parser.idle()  # a pause on the line: a half frame is torn there
-    result.counts = dict(parser.counts)
+    unknown = Counter({"unknown_message": sum(1 for p in result.problems if "no message" in p)})
+    result.counts = line_counters(parser.counts, unknown)
     return result
 
 

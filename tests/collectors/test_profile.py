@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from collectors.profile import load_profile, load_profiles
+from collectors.profile import (
+    FramePoint,
+    MqttProfile,
+    load_profile,
+    load_profiles,
+)
 from collectors.yamlconf import ConfigError
 from tests.collectors.profiles import FIRMWARE
 from tests.conftest import run_linli
@@ -264,3 +269,27 @@ def test_a_4xxxx_address_is_a_warning_and_a_mistyped_profile_name_gets_a_suggest
     assert done.returncode == 2
     assert "no profile 'hx-em10'" in done.stderr
     assert "did you mean 'hx-em100'?" in done.stderr
+
+
+def test_yes_no_on_off_are_names_and_frame_points_are_bytes(tmp_path: Path) -> None:
+    """Found by an outside user: unquoted ``yes``/``no`` validated as YAML booleans and never
+    matched the device's "yes"; a framed point without a type read two bytes (into the
+    checksum); an unknown key stopped the check with the wrong line."""
+    text = (FIRMWARE / "fire_lane/aibox-lane.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("occupied: {path: occupied}",
+                                 "occupied: {path: status, true: [yes, on]}"))  # fmt: skip
+    lane = load_profile(path)
+    assert isinstance(lane, MqttProfile)
+    assert lane.topics[0].fields["occupied"].true == ["yes", "on"]
+    bare = FramePoint(byte=5, field="occupied")
+    assert bare.type == "u8"
+    broken = text.replace("report_interval_s: 30", "report_interval: 30\nreport_interval_s: 30")
+    path.write_text(broken)
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    [problem] = info.value.problems
+    assert (problem.line, problem.path) == (14, "report_interval")
+    assert (
+        problem.reason == "'report_interval' is not a key here; did you mean 'report_interval_s'?"
+    )

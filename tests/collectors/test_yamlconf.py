@@ -34,7 +34,8 @@ def test_duplicate_key_is_refused_with_its_line() -> None:
 
 def test_unknown_key_missing_key_and_broken_yaml() -> None:
     with pytest.raises(
-        ConfigError, match=r"c.yaml:2: devices\[0\]: Object contains unknown field `flors`"
+        ConfigError,
+        match=r"c.yaml:2: devices\[0\].flors: 'flors' is not a key here; did you mean 'floors'\?",
     ):
         load_yaml_text("name: x\ndevices: [{id: a, flors: 3}]\n", Conf, source="c.yaml")
     with pytest.raises(ConfigError, match=r"Object missing required field `name`"):

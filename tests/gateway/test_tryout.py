@@ -35,7 +35,8 @@ def test_the_line_capture_counts_its_noise() -> None:
     lane = load_profile(FIRMWARE / "fire_lane/lk-fl200.yaml")
     result = try_capture(lane, sample_of("lk-fl200"), t0=T0)
     assert [json.loads(line)["fields"]["occupied"] for line in result.lines()] == [True, False]
-    assert (result.counts["checksum"], result.counts["torn"], result.counts["frames"]) == (1, 1, 2)
+    counts = result.counts  # named as the health item names them
+    assert (counts["checksum_errors"], counts["torn_frames"], counts["frames"]) == (1, 1, 2)
 
 
 def test_the_cli_prints_the_items_the_gateway_would_send() -> None:
@@ -57,7 +58,7 @@ def test_the_cli_prints_the_items_the_gateway_would_send() -> None:
 def test_a_capture_in_the_wrong_shape_names_its_line(tmp_path: Path) -> None:
     bad = tmp_path / "dump.txt"
     bad.write_text("0x0010: 0726 0002\n")  # the profile reads seven registers
-    with pytest.raises(ConfigError, match=r"dump.txt:1: poll 1 lacks holding 18"):
+    with pytest.raises(ConfigError, match=r"dump.txt:1: poll 1 lacks holding 0x0012"):
         try_capture(load_profile(FIRMWARE / "elevator/sd-lt300.yaml"), bad, t0=T0)
     bad.write_text("0x0010: zz\n")
     with pytest.raises(ConfigError, match="'zz' is not a hex word"):
