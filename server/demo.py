@@ -196,7 +196,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(
                 f"\n  Linli demo: {len(paths)} simulated gateways, "
                 f"{sum(len(c.devices) for c in reg.communities)} devices\n"
-                f"  Open {url}/{token}\n  (English: {url}/?lang=en{token})\n"
+                f"  Open {url}{token}\n  (English: {url}?lang=en{token})\n"
                 "  The token is the operator's admin token for this run.\n  Ctrl-C to stop.\n",
                 flush=True,
             )
