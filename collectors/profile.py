@@ -25,7 +25,7 @@ import msgspec
 from collectors.checksums import WIDTH, ChecksumName
 from collectors.points import BCD_TYPES, SIZE, Order, ValueType, field_type
 from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND, ID_PATTERN, DeviceKind
-from collectors.yamlconf import ConfigError, Problem, load_yaml
+from collectors.yamlconf import ConfigError, Problem, key_lines, load_yaml
 
 __all__ = [
     "BitTarget",
@@ -654,7 +654,8 @@ def load_profiles(dirs: list[Path]) -> Mapping[str, Profile]:
                 continue
             if prof.id in profiles:
                 reason = f"profile id {prof.id!r} is also used by {where[prof.id]}"
-                problems.append(Problem(str(path), None, "id", reason))
+                line = key_lines(path.read_text(encoding="utf-8")).get(".id")
+                problems.append(Problem(str(path), line, "id", reason))
                 continue
             profiles[prof.id] = prof
             where[prof.id] = path

@@ -74,7 +74,8 @@ def validate(paths: Iterable[Path]) -> tuple[list[str], list[Problem], list[Prob
                 profile: Profile = load_profile(path)
                 if profile.id in seen:
                     reason = f"profile id {profile.id!r} is also used by {seen[profile.id]}"
-                    problems.append(Problem(str(path), None, "id", reason))
+                    line = key_lines(path.read_text(encoding="utf-8")).get(".id")
+                    problems.append(Problem(str(path), line, "id", reason))
                     continue
                 seen[profile.id] = path
                 protocol = profile.__struct_config__.tag

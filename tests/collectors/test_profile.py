@@ -293,3 +293,12 @@ def test_yes_no_on_off_are_names_and_frame_points_are_bytes(tmp_path: Path) -> N
     assert (
         problem.reason == "'report_interval' is not a key here; did you mean 'report_interval_s'?"
     )
+
+
+def test_a_duplicate_profile_id_names_its_line(tmp_path: Path) -> None:
+    text = (FIRMWARE / "fire_lane/dc-gm10.yaml").read_text()
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(text)
+    done = run_linli("firmware", "validate", str(tmp_path))
+    assert done.returncode == 2
+    assert f"{tmp_path / 'b.yaml'}:7: id: profile id 'dc-gm10' is also used by" in done.stderr
