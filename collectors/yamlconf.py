@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
-__all__ = ["ConfigError", "Problem", "key_lines", "load_yaml", "load_yaml_text"]
+__all__ = ["ConfigError", "Problem", "key_lines", "load_yaml", "load_yaml_text", "read_text"]
 
 T = TypeVar("T")
 
@@ -393,12 +393,17 @@ def key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def load_yaml(path: Path, into: type[T], *, check: Check[T] | None = None) -> T:
-    """Read and convert a YAML file; every failure is a :class:`ConfigError` naming it."""
+def read_text(path: Path) -> str:
+    """A configuration or capture file's text; a :class:`ConfigError` naming it if it cannot
+    be read or is not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError.one(str(path), None, "", f"cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError.one(str(path), None, "", f"not UTF-8 text: {exc.reason}") from exc
-    return load_yaml_text(text, into, source=str(path), check=check)
+
+
+def load_yaml(path: Path, into: type[T], *, check: Check[T] | None = None) -> T:
+    """Read and convert a YAML file; every failure is a :class:`ConfigError` naming it."""
+    return load_yaml_text(read_text(path), into, source=str(path), check=check)

@@ -50,7 +50,7 @@ from collectors.profile import (
 )
 from collectors.tracker import DeviceTracker
 from collectors.wire import Item
-from collectors.yamlconf import ConfigError
+from collectors.yamlconf import ConfigError, read_text
 
 __all__ = ["TryResult", "try_capture"]
 
@@ -143,6 +143,7 @@ def _framed(profile: FramedProfile, text: str, source: str, t0: int) -> TryResul
     result = TryResult()
     step = int(profile.report_interval_s * 1000)
     frames = 0
+    unknown: Counter[str] = Counter()  # FramedSession.counts, as the line counters read them
     for chunk in _paragraphs(text):
         hexes = "".join(line for _n, line in chunk).replace(" ", "").replace(":", "")
         try:
@@ -154,6 +155,7 @@ def _framed(profile: FramedProfile, text: str, source: str, t0: int) -> TryResul
         while (parsed := parser.next_frame()) is not None:
             decoded = decoder.decode(parsed.data)
             if decoded is None:
+                unknown["unknown_message"] += 1
                 result.problems.append(f"frame {parsed.data.hex(' ')}: no message matches it")
                 continue
             address, name, sample = decoded
@@ -165,7 +167,6 @@ def _framed(profile: FramedProfile, text: str, source: str, t0: int) -> TryResul
             result.items += tracker.sample(t0 + frames * step, sample)
             frames += 1
         parser.idle()  # a pause on the line: a half frame is torn there
-    unknown = Counter({"unknown_message": sum(1 for p in result.problems if "no message" in p)})
     result.counts = line_counters(parser.counts, unknown)
     return result
 
@@ -204,12 +205,7 @@ def _mqtt(profile: MqttProfile, text: str, source: str, t0: int) -> TryResult:
 
 def try_capture(profile: Profile, capture: Path, *, t0: int) -> TryResult:
     """Decode ``capture`` with ``profile``; ConfigError for a capture in the wrong shape."""
-    try:
-        text = capture.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.one(str(capture), None, "", f"cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError.one(str(capture), None, "", f"not UTF-8 text: {exc.reason}") from exc
+    text = read_text(capture)
     if isinstance(profile, ModbusProfile):
         return _modbus(profile, text, str(capture), t0)
     if isinstance(profile, FramedProfile):

@@ -13,7 +13,7 @@ from collectors.profile import (
     load_profile,
     load_profiles,
 )
-from collectors.yamlconf import ConfigError
+from collectors.yamlconf import ConfigError, Problem
 from tests.collectors.profiles import FIRMWARE
 from tests.conftest import run_linli
 
@@ -34,14 +34,25 @@ def test_every_shipped_profile_loads() -> None:
     assert all(p.report_interval_s > 0 and p.thresholds for p in profiles.values())
 
 
-def broken(tmp_path: Path, source: str, old: str, new: str) -> list[str]:
+def edited(tmp_path: Path, source: str, *changes: tuple[str, str]) -> Path:
+    """A copy of a shipped profile with each (old, new) text replaced."""
     text = (FIRMWARE / source).read_text()
-    assert old in text
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new)
     path = tmp_path / "p.yaml"
-    path.write_text(text.replace(old, new))
+    path.write_text(text)
+    return path
+
+
+def problems_of(path: Path) -> list[Problem]:
     with pytest.raises(ConfigError) as info:
         load_profile(path)
-    return [str(p) for p in info.value.problems]
+    return list(info.value.problems)
+
+
+def broken(tmp_path: Path, source: str, old: str, new: str) -> list[str]:
+    return [str(p) for p in problems_of(edited(tmp_path, source, (old, new)))]
 
 
 def test_unknown_field_and_event_suggest_the_right_name(tmp_path: Path) -> None:
@@ -149,22 +160,17 @@ def test_cli_validate_empty_file_and_empty_directory(tmp_path: Path) -> None:
 
 def test_bit_groups_and_named_bits_are_checked_in_one_run(tmp_path: Path) -> None:
     """Issue 14: masks and set/clear bits, and what they cannot do, each with its fix."""
-    text = (FIRMWARE / "elevator/sd-lt300.yaml").read_text()
-    for old, new in (
+    path = edited(
+        tmp_path,
+        "elevator/sd-lt300.yaml",
         ("mask: 0x0003, field: direction", "mask: 0x30000, field: direction"),
         ("10: {field: power, set: mains, clear: battery}", "10: {field: power, set: main}"),
         ("2: {field: door_zone}", "2: {field: door_zone, set: closed}"),
         ("8: {field: running}", "8: {field: floor}"),
         ("9: {field: occupied}", "9: {field: service_mode}"),
         ("type: bcd16\n", "type: bcd16\n    mask: 0xF0\n"),
-    ):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "p.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    got = [f"{p.line}: {p.path}: {p.reason}" for p in info.value.problems]
+    )
+    got = [f"{p.line}: {p.path}: {p.reason}" for p in problems_of(path)]
     assert got == [
         "24: points[0].mask: 0x30000 is not a mask of a 16-bit u16",
         "30: points[2].bits.2.set: elevator field 'door_zone' is bool: the bit sets it; "
@@ -184,21 +190,16 @@ def test_bit_groups_and_named_bits_are_checked_in_one_run(tmp_path: Path) -> Non
 def test_mqtt_values_are_checked_against_the_field_they_feed(tmp_path: Path) -> None:
     """Issue 14: an enum into a bool field validated, then every message was dropped as
     "does not fit"; now validation refuses it and says what to write."""
-    text = (FIRMWARE / "fire_lane/aibox-lane.yaml").read_text()
-    for old, new in (
+    path = edited(
+        tmp_path,
+        "fire_lane/aibox-lane.yaml",
         ("occupied: {path: occupied}", "occupied: {path: occupied, enum: {yes: 'true'}}"),
         ("dwell_s: {path: dwell}", "dwell_s: {path: dwell, true: [1]}"),
         ("ebike: ebike, tricycle: ebike", "ebike: bike, tricycle: ebike"),
         ("evidence: {path: snapshot}", "evidence: {path: snapshot, scale: 2}"),
         ("time_unit: ms", "time_unit: iso8601\n    time_zone: Asia/Shanghia"),
-    ):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "p.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    got = [f"{p.path}: {p.reason}" for p in info.value.problems]
+    )
+    got = [f"{p.path}: {p.reason}" for p in problems_of(path)]
     assert got == [
         "topics[0].time_zone: 'Asia/Shanghia' is not an IANA time zone",
         "topics[0].fields.occupied.enum: fire_lane field 'occupied' is bool; enum maps to "
