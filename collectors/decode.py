@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from collectors.points import (
-    SIZE,
+    TEXT,
     BitSpec,
     Decoder,
     PointSpec,
@@ -71,13 +71,13 @@ def _spec(
     kind: str, point: Point, name: str, start: int, *, size: int = 0, bit: int | None = None
 ) -> PointSpec:
     """The compiled form of a checked point. Data points of instant events have no wire
-    field; their type follows from the point (enum → name, bool, integral → int)."""
+    field; their type follows from the point (enum or text → str, bool, integral → int)."""
     field_kind: Literal["bool", "int", "float", "str"] = "float"
     if point.field is not None:
         ft = field_type(kind, point.field)
         if ft is not None:
             field_kind = ft[0]
-        elif point.enum is not None:
+        elif point.enum is not None or point.type == TEXT:
             field_kind = "str"
         elif point.type == "bool":
             field_kind = "bool"
@@ -115,6 +115,7 @@ def _spec(
         event=point.event or "",
         invert=point.invert,
         codes=point.codes,
+        encoding=point.encoding,
     )
 
 
@@ -133,7 +134,7 @@ class ModbusRead:
 def _width(p: ModbusPoint) -> int:
     if p.table in _BIT_TABLES:
         return 1
-    return max(1, SIZE[p.type] // 2)
+    return max(1, (p.size + 1) // 2)
 
 
 def pack_bits(bits: Sequence[bool]) -> bytes:
@@ -183,7 +184,7 @@ class ModbusPlan:
             if table in _BIT_TABLES:
                 decoders.append(compile_point(_spec(kind, p, name, 0, bit=p.address - first)))
             else:
-                size = 2 if p.type == "bool" else 0
+                size = 2 if p.type == "bool" else p.length
                 start = (p.address - first) * 2
                 decoders.append(compile_point(_spec(kind, p, name, start, size=size)))
         self._decoders.append(decoders)
@@ -223,7 +224,9 @@ class FrameDecoder:
         self._messages = []
         for m in profile.messages:
             decoders = tuple(
-                compile_point(_spec(profile.kind, p, f"{m.name} byte {p.byte}", p.byte))
+                compile_point(
+                    _spec(profile.kind, p, f"{m.name} byte {p.byte}", p.byte, size=p.length)
+                )
                 for p in m.points
             )
             self._messages.append(

@@ -69,6 +69,10 @@ class ReadResult:
     exception_code: int = 0
 
 
+#: A failed attempt's outcome → the device counter it adds to (besides ``retries``).
+DEVICE_ATTEMPT_COUNTERS: Final[dict[str, str]] = {"timeout": "timeouts", "crc": "crc_errors"}
+
+
 class ModbusBus:
     """One RS-485 line, its port and its request lock. An async context manager."""
 
@@ -117,14 +121,26 @@ class ModbusBus:
         return bool(self._client.connected)
 
     async def read(
-        self, unit: int, read: ModbusRead, *, timeout_s: float, retries: int
+        self,
+        unit: int,
+        read: ModbusRead,
+        *,
+        timeout_s: float,
+        retries: int,
+        device_counts: Counter[str] | None = None,
     ) -> ReadResult:
-        """Read one block from device ``unit``; retry timeouts and CRC errors."""
+        """Read one block from device ``unit``; retry timeouts and CRC errors. Every attempt
+        is counted on the line and, when ``device_counts`` is given, against the device
+        (``timeouts``, ``crc_errors``, ``retries``: see :data:`DEVICE_ATTEMPT_COUNTERS`)."""
         async with self._lock:
             result = ReadResult("timeout")
-            for _attempt in range(retries + 1):
+            for attempt in range(retries + 1):
                 result = await self._attempt(unit, read, timeout_s)
                 self.counts[result.outcome] += 1
+                if device_counts is not None:
+                    device_counts["retries"] += attempt > 0
+                    if result.outcome in DEVICE_ATTEMPT_COUNTERS:
+                        device_counts[DEVICE_ATTEMPT_COUNTERS[result.outcome]] += 1
                 if result.outcome in ("ok", "exception", "io"):
                     break
             return result
@@ -295,7 +311,11 @@ class ModbusCollector:
         profile = polled.device.profile
         for read in polled.plan.reads:
             result = await bus.read(
-                polled.device.unit, read, timeout_s=polled.timeout_s, retries=profile.retries
+                polled.device.unit,
+                read,
+                timeout_s=polled.timeout_s,
+                retries=profile.retries,
+                device_counts=polled.tracker.counts,
             )
             self.counts[result.outcome] += 1
             if result.outcome == "exception":

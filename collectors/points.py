@@ -35,6 +35,7 @@ from collectors.wire import FIELDS_BY_KIND
 __all__ = [
     "BCD_TYPES",
     "SIZE",
+    "TEXT",
     "BitSpec",
     "Decoder",
     "FieldType",
@@ -42,17 +43,36 @@ __all__ = [
     "ValueType",
     "decode_raw",
     "field_type",
+    "value_size",
 ]
 
 ValueType = Literal[
-    "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bcd16", "bcd32", "bool"
+    "u8",
+    "i8",
+    "u16",
+    "i16",
+    "u32",
+    "i32",
+    "u64",
+    "i64",
+    "f32",
+    "f64",
+    "bcd16",
+    "bcd32",
+    "bool",
+    "string",
 ]
+#: Text in a device's memory or frame: ``length`` bytes in the point's ``encoding``; NUL and
+#: space padding on either side is dropped.
+TEXT: Final = "string"
+Encoding = Literal["ascii", "gbk", "utf-8"]
 #: Binary-coded decimal: each 4-bit nibble one decimal digit (0x1234 reads 1234).
 BCD_TYPES: Final = frozenset({"bcd16", "bcd32"})
 Order = Literal["big", "little"]
 
-#: Bytes each value type occupies; ``bool`` is one byte (a frame) or one register (Modbus:
-#: the caller passes the register's two bytes and any non-zero value is true).
+#: Bytes each fixed-size value type occupies (a ``string``: its ``length``); ``bool`` is one
+#: byte (a frame) or one register (Modbus: the caller passes the register's two bytes and any
+#: non-zero value is true).
 SIZE: Final[dict[ValueType, int]] = {
     "u8": 1,
     "i8": 1,
@@ -84,6 +104,11 @@ _STRUCTS: Final[dict[ValueType, struct.Struct]] = {
     "bcd32": struct.Struct(">I"),
     "bool": struct.Struct(">B"),
 }
+
+
+def value_size(vtype: ValueType, length: int = 0) -> int:
+    """Bytes a value of ``vtype`` occupies (a string: its ``length``)."""
+    return length if vtype == TEXT else SIZE[vtype]
 
 
 def decode_raw(
@@ -203,17 +228,68 @@ class PointSpec:
     target: Literal["field", "bits", "event", "codes"] = "field"
     field_name: str = ""
     field_kind: Literal["bool", "int", "float", "str"] = "float"
-    enum: Mapping[int, str] | None = None
+    enum: Mapping[int | str, str] | None = None
     enum_default: str | None = None
     #: bit → (field or event, its name, invert, the named field's values when set / clear)
     bits: Mapping[int, BitSpec] | None = None
     event: str = ""
     invert: bool = False
     codes: Mapping[int, str] | None = None
+    encoding: Encoding = "ascii"
+
+
+def compile_text(spec: PointSpec) -> Decoder:
+    """A ``string`` point: its bytes as text (``byte_order: little`` swaps the two bytes of
+    each register, as some Modbus makers store text), padding dropped; then a name through
+    ``enum`` (exact text), the text itself for a text field, or a number for a number field
+    (ASCII digits such as ``+012.5``, then scale and offset)."""
+    end = spec.start + spec.size
+    where, name, kind = spec.name, spec.field_name, spec.field_kind
+    enum = {str(k): v for k, v in spec.enum.items()} if spec.enum is not None else None
+    default = spec.enum_default
+
+    def decode_text(buf: bytes, sample: Sample) -> None:
+        if len(buf) < end:
+            sample.problems.append(f"{where}: needs bytes {spec.start}..{end - 1}, got {len(buf)}")
+            return
+        raw = buf[spec.start : end]
+        if spec.byte_order == "little":
+            raw = bytes(b for i in range(0, len(raw) - 1, 2) for b in (raw[i + 1], raw[i])) + (
+                raw[-1:] if len(raw) % 2 else b""
+            )
+        try:
+            text = raw.decode(spec.encoding).strip("\x00 ")
+        except UnicodeDecodeError:
+            sample.problems.append(f"{where}: {raw.hex()} is not {spec.encoding} text")
+            return
+        if enum is not None:
+            label = enum.get(text, default)
+            if label is None:
+                sample.problems.append(f"{where}: {name} text {text!r} is not in the enum")
+            else:
+                sample.fields[name] = label
+            return
+        if kind == "str":
+            sample.fields[name] = text
+            return
+        try:
+            number = float(text)
+        except ValueError:
+            sample.problems.append(f"{where}: {name} text {text!r} is not a number")
+            return
+        if not math.isfinite(number):
+            sample.problems.append(f"{where}: {name} text {text!r} is not a finite number")
+            return
+        value = number * spec.scale + spec.offset
+        sample.fields[name] = round(value) if kind == "int" else value
+
+    return decode_text
 
 
 def compile_point(spec: PointSpec) -> Decoder:
     """Turn one checked point into a decoder (see the module docstring)."""
+    if spec.vtype == TEXT:
+        return compile_text(spec)
     size = spec.size or SIZE[spec.vtype]
     end = spec.start + size
     where = spec.name

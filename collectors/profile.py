@@ -23,7 +23,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from collectors.checksums import WIDTH, ChecksumName
-from collectors.points import BCD_TYPES, SIZE, Order, ValueType, field_type
+from collectors.points import (
+    BCD_TYPES,
+    SIZE,
+    TEXT,
+    Encoding,
+    Order,
+    ValueType,
+    field_type,
+    value_size,
+)
 from collectors.wire import EVENTS_BY_KIND, FIELDS_BY_KIND, ID_PATTERN, DeviceKind
 from collectors.yamlconf import ConfigError, Problem, key_lines, load_yaml
 
@@ -112,7 +121,8 @@ class Point(_Conf, frozen=True):
     scale: float = 1.0
     offset: float = 0.0
     field: str | None = None
-    enum: dict[int, str] | None = None
+    #: Raw value → name; for a ``string`` point, text → name.
+    enum: dict[int | str, str] | None = None
     enum_default: str | None = None
     bits: dict[int, BitTarget] | None = None
     event: str | None = None
@@ -121,7 +131,15 @@ class Point(_Conf, frozen=True):
     #: For a number field: a change smaller than this (from the value last reported) does
     #: not make a reading; heartbeats still do. 0: every change counts.
     deadband: float = 0.0
+    #: For ``type: string``: its size in bytes, and how its bytes are text.
+    length: int = 0
+    encoding: Encoding = "ascii"
     description: str = ""
+
+    @property
+    def size(self) -> int:
+        """Bytes the value occupies."""
+        return value_size(self.type, self.length)
 
 
 class ModbusPoint(Point, frozen=True):
@@ -327,6 +345,14 @@ def _check_point(
         return
     if p.type in _FLOATS and targets[0] != "field":
         yield f"{path}.type", f"{p.type} can only feed a field"
+    if p.type == TEXT:
+        yield from _check_text(kind, p, path, targets[0], in_data=in_data)
+        return
+    if p.length or p.encoding != "ascii":
+        key = "length" if p.length else "encoding"
+        yield f"{path}.{key}", f"{key} goes with type: string, not {p.type}"
+    if p.enum is not None and any(not isinstance(k, int) for k in p.enum):
+        yield f"{path}.enum", f"the enum of a {p.type} maps numbers; text keys need type: string"
     if p.mask is not None or p.shift is not None:
         width = 8 * SIZE[p.type]
         if p.type in (*_FLOATS, "bool", *BCD_TYPES):
@@ -369,6 +395,56 @@ def _check_point(
         for code, event in p.codes.items():
             if event not in EVENTS_BY_KIND[kind]:
                 yield f"{path}.codes.{code}", _unknown_event(kind, event)
+
+
+#: The longest text a point may read (bytes).
+MAX_TEXT: Final = 240
+
+
+def _check_text(
+    kind: str, p: Point, path: str, target: str, *, in_data: bool
+) -> Iterator[tuple[str, str]]:
+    """A ``string`` point feeds a field: a name (through ``enum``), text, or a number written
+    in digits; never bits, events or codes, and nothing that needs an integer."""
+    if target != "field":
+        yield f"{path}.type", f"a string can only feed a field, not {target}"
+        return
+    if not 1 <= p.length <= MAX_TEXT:
+        yield f"{path}.length", f"a string needs its length in bytes (1..{MAX_TEXT})"
+    for key in ("mask", "shift"):
+        if getattr(p, key) is not None:
+            yield f"{path}.{key}", f"{key} needs an integer type, not string"
+    if p.word_order != "big":
+        yield f"{path}.word_order", "text has no word order; byte_order: little swaps each pair"
+    assert p.field is not None
+    ft = field_type(kind, p.field)
+    if p.deadband and (ft is None or ft[0] not in ("int", "float")):
+        yield f"{path}.deadband", "a deadband is for a number field"
+    if in_data or ft is None:
+        if not in_data:
+            yield f"{path}.field", _unknown_field(kind, p.field)
+        return
+    base, allowed = ft
+    if base == "bool":
+        yield f"{path}.type", (f"{kind} field {p.field!r} is bool; text cannot say true or "
+                               "false: read a number or a bit")  # fmt: skip
+        return
+    if base in ("int", "float"):
+        if p.enum is not None:
+            yield f"{path}.enum", f"{kind} field {p.field!r} is {base}; enum is for named fields"
+        if base == "int" and (p.scale != int(p.scale) or p.offset != int(p.offset)):
+            yield f"{path}.scale", f"{kind} field {p.field!r} is an integer: whole scale/offset"
+        return
+    if allowed and p.enum is None:
+        names = ", ".join(sorted(allowed))
+        yield f"{path}.enum", f"map the device's texts to {p.field}'s names with enum ({names})"
+    for raw, label in (p.enum or {}).items():
+        if allowed and label not in allowed:
+            yield f"{path}.enum.{raw}", _not_allowed(p.field, label, allowed)
+    if p.enum_default is not None and allowed and p.enum_default not in allowed:
+        yield f"{path}.enum_default", _not_allowed(p.field, p.enum_default, allowed)
+    if p.scale != 1.0 or p.offset != 0.0:
+        yield f"{path}.scale", "scale and offset are for numbers"
 
 
 def _article(kind: str) -> str:
@@ -485,7 +561,7 @@ def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
         path = f"points[{i}]"
         if not 0 <= pt.address <= 0xFFFF:
             yield f"{path}.address", "address (0..65535) is required"
-        elif pt.address + max(1, SIZE[pt.type] // 2) - 1 > 0xFFFF:
+        elif pt.address + max(1, (pt.size + 1) // 2) - 1 > 0xFFFF:
             yield f"{path}.address", f"a {pt.type} at {pt.address:#06x} runs past register 0xFFFF"
         bit_table = pt.table in ("coil", "discrete")
         if bit_table and pt.type != "bool":
@@ -537,7 +613,7 @@ def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
             yield f"{mpath}.points", "a message needs points or an instant event"
         for j, pt in enumerate(m.points):
             path = f"{mpath}.points[{j}]"
-            last = f.max_length - trailer - SIZE[pt.type]
+            last = f.max_length - trailer - pt.size
             if pt.byte < 0:
                 yield f"{path}.byte", "byte (its position, from the first start byte) is required"
             elif not len(start) <= pt.byte <= last:

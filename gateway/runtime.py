@@ -153,7 +153,9 @@ def build_collectors(site: SiteConfig, profiles: Mapping[str, Profile]) -> list[
 
 
 #: A device's error counters in the health item (DeviceTracker.counts).
-DEVICE_COUNTERS: Final = ("misses", "value_problems", "exceptions", "offline")
+DEVICE_COUNTERS: Final = (
+    "misses", "value_problems", "exceptions", "offline", "timeouts", "crc_errors", "retries"
+)
 
 
 def _trackers(collector: Collector) -> Iterable[DeviceTracker]:

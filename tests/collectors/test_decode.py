@@ -20,6 +20,7 @@ from collectors.decode import (
 from collectors.framing import FrameCodec
 from collectors.local_mqtt import MqttDevice, MqttSession
 from collectors.points import Sample, decode_raw
+from collectors.profile import ModbusProfile
 from collectors.tracker import DeviceTracker
 from collectors.wire import Envelope, Event, Item, Reading, decode_envelope, encode_envelope
 from tests.collectors.profiles import (
@@ -305,7 +306,7 @@ points:
 
 
 def test_coils_discrete_inputs_and_input_registers() -> None:
-    from collectors.profile import ModbusProfile, _check  # noqa: PLC0415
+    from collectors.profile import _check  # noqa: PLC0415
     from collectors.yamlconf import load_yaml_text  # noqa: PLC0415
 
     profile = load_yaml_text(FIRE_PANEL_IO, ModbusProfile, check=_check)  # type: ignore[arg-type]
@@ -328,7 +329,7 @@ def test_coils_discrete_inputs_and_input_registers() -> None:
 
 
 def test_a_field_set_by_two_points_is_refused() -> None:
-    from collectors.profile import ModbusProfile, _check  # noqa: PLC0415
+    from collectors.profile import _check  # noqa: PLC0415
     from collectors.yamlconf import ConfigError, load_yaml_text  # noqa: PLC0415
 
     text = FIRE_PANEL_IO + "  - {table: coil, address: 7, type: bool, field: alarm}\n"
@@ -448,3 +449,38 @@ def test_a_deadband_keeps_small_changes_out_until_they_add_up_or_the_heartbeat()
     assert [i.fields["dwell_s"] for i in at(6000, 110)] == [110]  # type: ignore[union-attr]
     assert len(at(8000, 111, occupied=False)) == 1  # another field changed: reported at once
     assert len(at(68_000, 112, occupied=False)) == 1  # the heartbeat
+
+
+@pytest.mark.parametrize(
+    ("raw", "point", "want"),
+    [
+        (b"  12.5\0\0", {"field": "run_hours"}, ("fields", {"run_hours": 12.5})),
+        (b"+0012\0\0\0", {"field": "floor", "offset": -3}, ("fields", {"floor": 9})),
+        (b"UP\0\0\0\0\0\0", {"field": "direction", "enum": {"UP": "up"}},
+         ("fields", {"direction": "up"})),
+        (b"XX\0\0\0\0\0\0", {"field": "direction", "enum": {"UP": "up"}},
+         ("problems", ["holding 0: direction text 'XX' is not in the enum"])),
+        (b"12,5\0\0\0\0", {"field": "run_hours"},
+         ("problems", ["holding 0: run_hours text '12,5' is not a number"])),
+        (b"nan\0\0\0\0\0", {"field": "run_hours"},
+         ("problems", ["holding 0: run_hours text 'nan' is not a finite number"])),
+        (b"\xff\xfe\0\0\0\0\0\0", {"field": "run_hours"},
+         ("problems", ["holding 0: fffe000000000000 is not ascii text"])),
+    ],
+)  # fmt: skip
+def test_text_in_registers_becomes_names_numbers_or_a_counted_problem(
+    raw: bytes, point: dict[str, object], want: tuple[str, object]
+) -> None:
+    """Issue 14: strings in device memory; a text that cannot be the field is a problem,
+    never an exception."""
+    profile = msgspec.convert(
+        {"protocol": "modbus_rtu", "profile": 1, "id": "t", "kind": "elevator", "maker": "m",
+         "model": "m", "report_interval_s": 1,
+         "points": [{"address": 0, "type": "string", "length": 8, **point}]},
+        ModbusProfile,
+    )  # fmt: skip
+    plan = ModbusPlan(profile)
+    assert plan.reads == [ModbusRead("holding", 0, 4)]
+    sample = plan.decode([raw])
+    what, value = want
+    assert getattr(sample, what) == value

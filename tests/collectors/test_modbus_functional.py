@@ -162,6 +162,13 @@ async def test_exact_items_across_crc_errors_silence_and_return(
         ]
         assert await collector.poll(bus, el2) == []
         assert bus.counts["timeout"] == 8
+        # Each device's own share of the line's errors: el-1 had the CRC errors, el-2 the
+        # timeouts; every attempt after the first of a read is a retry.
+        pick = ("crc_errors", "timeouts", "retries")
+        assert {k: el1.tracker.counts[k] for k in pick} == {
+            "crc_errors": 3, "timeouts": 0, "retries": 2}  # fmt: skip
+        assert {k: el2.tracker.counts[k] for k in pick} == {
+            "crc_errors": 0, "timeouts": 8, "retries": 4}  # fmt: skip
 
         # It comes back: the offline condition ends; its values did not change.
         terminals.muted.clear()

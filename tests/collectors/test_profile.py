@@ -303,3 +303,36 @@ def test_a_duplicate_profile_id_names_its_line(tmp_path: Path) -> None:
     done = run_linli("firmware", "validate", str(tmp_path))
     assert done.returncode == 2
     assert f"{tmp_path / 'b.yaml'}:7: id: profile id 'dc-gm10' is also used by" in done.stderr
+
+
+def test_text_points_are_checked_against_what_they_feed(tmp_path: Path) -> None:
+    """Issue 14: strings; what a text cannot be is said at validate time, with the fix."""
+    more = (
+        "  - {address: 0x15, type: string, field: trips, length: 300}\n"
+        "  - {address: 0x30, type: string, length: 4, field: occupied}\n"
+        "  - {address: 0x32, type: string, length: 2, field: power, enum: {AC: main}}\n"
+        "  - {address: 0x33, type: string, length: 2, event: trapped}\n"
+        "  - {address: 0x34, type: u16, length: 2, field: run_hours}\n"
+        "  - {address: 0x35, type: u16, field: floor, enum: {UP: up}}\n"
+    )
+    path = edited(
+        tmp_path,
+        "elevator/sd-lt300.yaml",
+        ("  - {address: 0x15, type: u32, word_order: little, field: trips}\n", more),
+    )
+    got = [f"{p.path}: {p.reason}" for p in problems_of(path)]
+    assert got == [
+        "points[6].length: a string needs its length in bytes (1..240)",
+        "points[7].type: elevator field 'occupied' is bool; text cannot say true or false: "
+        "read a number or a bit",
+        "points[8].enum.AC: 'main' is not allowed for power: use one of battery, mains, off; "
+        "did you mean 'mains'?",
+        "points[9].type: a string can only feed a field, not event",
+        "points[10].length: length goes with type: string, not u16",
+        "points[11].enum: the enum of a u16 maps numbers; text keys need type: string",
+        "points[11].enum: elevator field 'floor' is int; enum is for named fields",
+        "points[7]: field 'occupied' is already set by points[2]",
+        "points[8]: field 'power' is already set by points[2]",
+        "points[10]: field 'run_hours' is already set by points[5]",
+        "points[11]: field 'floor' is already set by points[3]",
+    ]
