@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -28,6 +29,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AccidentRecord",
+    "Assessment",
+    "Finding",
+    "InspectionResult",
+    "MeetingRecord",
+    "RescueRecord",
     "Alert",
     "AlertRecipient",
     "AlertTimer",
@@ -424,3 +430,97 @@ for _verb in ("UPDATE", "DELETE"):
             "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
         ).execute_if(dialect="sqlite"),
     )
+
+
+# --- compliance (issue 15) ----------------------------------------------------------------
+
+
+class RescueRecord(Base):
+    """The rescue record (救援记录) of a trapped-passenger alert: who arrived when, who
+    released the passengers and how; entered by the company or the maintenance unit, also
+    after an alert that ended on its own. ``late``: entered after the city table's limit."""
+
+    __tablename__ = "rescue_records"
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), primary_key=True)
+    arrival_t: Mapped[int] = mapped_column(BigInteger)
+    released_t: Mapped[int | None] = mapped_column(BigInteger)
+    released_by: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(Text)
+    entered_by: Mapped[str] = mapped_column(String(64))
+    entered_t: Mapped[int] = mapped_column(BigInteger)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class InspectionResult(Base):
+    """A periodic inspection (定期检验) of an elevator: day, result, certificate, next date."""
+
+    __tablename__ = "inspection_results"
+    __table_args__ = (UniqueConstraint("community_id", "device", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    device: Mapped[str] = mapped_column(String(64))
+    day: Mapped[dt.date] = mapped_column(Date)
+    result: Mapped[str] = mapped_column(String(16))  # passed | failed | conditional
+    certificate_no: Mapped[str] = mapped_column(String(64), default="")
+    next_date: Mapped[dt.date | None] = mapped_column(Date)
+    entered_by: Mapped[str] = mapped_column(String(64))
+    entered_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class MeetingRecord(Base):
+    """A three-party meeting (community, owners' committee, company; 江山) held on a day."""
+
+    __tablename__ = "meeting_records"
+    __table_args__ = (UniqueConstraint("community_id", "day", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    day: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(32), default="three_party")
+    entered_by: Mapped[str] = mapped_column(String(64))
+    entered_t: Mapped[int] = mapped_column(BigInteger)
+
+
+class Finding(Base):
+    """An on-site finding (现场检查) of an inspector or street office: an item of the city
+    table, points off, a note and optionally a photo stored on disk by its SHA-256."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    community_id: Mapped[str] = mapped_column(String(64), index=True)
+    company_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    table_id: Mapped[str] = mapped_column(String(64))
+    item: Mapped[str] = mapped_column(String(64))
+    points: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(Text, default="")
+    photo_sha256: Mapped[str] = mapped_column(String(64), default="")
+    day: Mapped[dt.date] = mapped_column(Date)
+    by: Mapped[str] = mapped_column(String(64))
+    t: Mapped[int] = mapped_column(BigInteger)
+
+
+class Assessment(Base):
+    """One computed assessment of a city table's companies for a period, frozen in ``body``
+    (JSON: measures, scores with their breakdown and evidence, ranks and flags). Signed
+    versions never change; a correction is a new version with a reason."""
+
+    __tablename__ = "assessments"
+    __table_args__ = (UniqueConstraint("table_id", "period", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    table_id: Mapped[str] = mapped_column(String(64), index=True)
+    period: Mapped[str] = mapped_column(String(32))  # 2026-Q4, 2026-11, 2026-W48, 2026
+    start: Mapped[dt.date] = mapped_column(Date)
+    end: Mapped[dt.date] = mapped_column(Date)  # inclusive
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # computed | signed | superseded
+    rules_digest: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    computed_t: Mapped[int] = mapped_column(BigInteger)
+    computed_by: Mapped[str] = mapped_column(String(200))
+    signed_t: Mapped[int | None] = mapped_column(BigInteger)
+    signed_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")

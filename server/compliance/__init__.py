@@ -1,0 +1,1 @@
+"""Compliance records, assessments and reports (issue 15)."""

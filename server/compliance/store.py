@@ -1,0 +1,406 @@
+"""Assessments from SQL (issue 15): load the facts of a period, compute the measures of every
+community and company, score them by the city table, and keep the result as a versioned
+assessment that is frozen once signed.
+
+Periods: ``2026-Q4``, ``2026-11`` (a month), ``2026-W48`` (an ISO week), ``2026`` (a year),
+or ``2026-10-01..2026-12-31`` (from–to, inclusive), in local days (Asia/Shanghai unless
+configured). Attribution follows the contract of each day (alerts/routing.py
+``company_on``): a company answers for the days it held each community; days without a
+company belong to the community committee standing in (reported, not ranked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.lifecycle import SYSTEM
+from alerts.routing import CommunityFacts as RoutingFacts
+from alerts.routing import ContractTerm, company_on
+from server.compliance import measures as m
+from server.compliance.citytable import CityTable, rank, score, table_digest
+from server.store import models
+
+__all__ = [
+    "SHANGHAI",
+    "AssessmentError",
+    "Period",
+    "assess",
+    "compute_assessment",
+    "load_facts",
+    "parse_period",
+    "sign_assessment",
+]
+
+SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
+_PERSON_STEPS: Final = frozenset({"acknowledged", "on_site", "resolved", "false_alarm"})
+_END_STATES: Final = frozenset({"resolved", "false_alarm", "closed"})
+
+
+class AssessmentError(ValueError):
+    """A request the assessment rules refuse; the message says why (API: 4xx, CLI: exit 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    label: str
+    start: dt.date
+    end: dt.date  # inclusive
+
+    def ms(self, tz: ZoneInfo) -> tuple[int, int]:
+        return _day_ms(self.start, tz), _day_ms(self.end + dt.timedelta(days=1), tz)
+
+
+def _day_ms(day: dt.date, tz: ZoneInfo) -> int:
+    return int(dt.datetime.combine(day, dt.time(0), tz).timestamp() * 1000)
+
+
+def parse_period(text: str) -> Period:
+    """A period from its label (see the module docstring); AssessmentError names the forms."""
+    text = text.strip()
+    try:
+        if mt := re.fullmatch(r"(\d{4})-Q([1-4])", text):
+            year, q = int(mt[1]), int(mt[2])
+            start = dt.date(year, 3 * q - 2, 1)
+            end = (dt.date(year + (q == 4), (3 * q) % 12 + 1, 1)) - dt.timedelta(days=1)
+        elif mt := re.fullmatch(r"(\d{4})-(\d{2})", text):
+            start = dt.date(int(mt[1]), int(mt[2]), 1)
+            end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+        elif mt := re.fullmatch(r"(\d{4})-W(\d{2})", text):
+            start = dt.date.fromisocalendar(int(mt[1]), int(mt[2]), 1)
+            end = start + dt.timedelta(days=6)
+        elif mt := re.fullmatch(r"(\d{4})", text):
+            start, end = dt.date(int(mt[1]), 1, 1), dt.date(int(mt[1]), 12, 31)
+        elif mt := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
+            start, end = dt.date.fromisoformat(mt[1]), dt.date.fromisoformat(mt[2])
+            if end < start:
+                raise AssessmentError(f"period {text!r} ends before it starts")
+            if (end - start).days > 366:
+                raise AssessmentError(f"period {text!r} is longer than a year")
+        else:
+            raise AssessmentError(
+                f"period {text!r}: write 2026-Q4, 2026-11, 2026-W48, 2026 or 2026-10-01..2026-12-31"
+            )
+    except ValueError as exc:
+        if isinstance(exc, AssessmentError):
+            raise
+        raise AssessmentError(f"period {text!r}: {exc}") from None
+    return Period(text, start, end)
+
+
+@dataclass(slots=True)
+class Facts:
+    """Everything a period's measures are computed from."""
+
+    alerts: list[m.AlertFacts]
+    communities: dict[str, m.CommunityFacts]
+    #: Per community, its windows by who held it ("" = no company: the committee).
+    holders: dict[str, list[tuple[str, m.Window]]]
+    names: dict[str, str]
+
+
+async def load_facts(
+    session: AsyncSession,
+    districts: Sequence[str],
+    period: Period,
+    *,
+    tz: ZoneInfo = SHANGHAI,
+    maintenance_days: int = 15,
+) -> Facts:
+    """The alerts, devices, dates and contract windows of ``districts`` for ``period``."""
+    start_t, end_t = period.ms(tz)
+    coms = (await session.scalars(
+        select(models.Community).where(models.Community.district.in_(districts))
+    )).all()  # fmt: skip
+    ids = [c.id for c in coms]
+    names = {o.id: o.name for o in (await session.scalars(select(models.Organisation))).all()}
+    names.update({c.id: c.name for c in coms})
+    devices = (await session.scalars(
+        select(models.Device).where(models.Device.community_id.in_(ids))
+    )).all()  # fmt: skip
+    gateways = (await session.scalars(
+        select(models.Gateway).where(models.Gateway.community_id.in_(ids))
+    )).all()  # fmt: skip
+    visits: dict[tuple[str, str], list[dt.date]] = {}
+    for mr in (await session.scalars(select(models.MaintenanceRecord).where(
+            models.MaintenanceRecord.community_id.in_(ids),
+            models.MaintenanceRecord.day <= period.end))).all():  # fmt: skip
+        visits.setdefault((mr.community_id, mr.device), []).append(mr.day)
+    due = select(models.Inspection).where(models.Inspection.community_id.in_(ids))
+    nexts = {(i.community_id, i.device): i.next_date for i in (await session.scalars(due)).all()}
+    communities: dict[str, m.CommunityFacts] = {}
+    for c in coms:
+        mine = [d for d in devices if d.community_id == c.id]
+        els = tuple(d.id for d in mine if d.kind == "elevator")
+        communities[c.id] = m.CommunityFacts(
+            id=c.id,
+            arrival_deadline_min=c.arrival_deadline_min,
+            maintenance_days=maintenance_days,
+            elevators=els,
+            devices=tuple(d.id for d in mine),
+            gateways=tuple(g.id for g in gateways if g.community_id == c.id),
+            maintenance={e: visits.get((c.id, e), []) for e in els},
+            next_inspection={e: nexts[(c.id, e)] for e in els if (c.id, e) in nexts},
+        )
+    contracts = (await session.scalars(
+        select(models.Contract).where(models.Contract.community_id.in_(ids))
+    )).all()  # fmt: skip
+    holders: dict[str, list[tuple[str, m.Window]]] = {}
+    for c in coms:
+        terms = tuple(ContractTerm(k.company_id, k.start, k.end)
+                      for k in contracts if k.community_id == c.id)  # fmt: skip
+        facts = RoutingFacts(c.id, committee=c.committee_id, street_office=c.street_office_id,
+                             district=c.district, contracts=terms)  # fmt: skip
+        holders[c.id] = _windows(c.id, facts, period, tz)
+    # Alerts that could touch the period: opened before its end and still running or
+    # changed after its start (a device offline since before the period counts for its
+    # availability).
+    rows = (await session.scalars(select(models.Alert).where(
+        models.Alert.community_id.in_(ids), models.Alert.opened_t < end_t,
+        (models.Alert.updated_t >= start_t) | models.Alert.state.in_(
+            ("open", "acknowledged", "on_site"))))).all()  # fmt: skip
+    return Facts(await _alert_facts(session, rows), communities, holders, names)
+
+
+def _windows(
+    community: str, facts: RoutingFacts, period: Period, tz: ZoneInfo
+) -> list[tuple[str, m.Window]]:
+    """Runs of consecutive days held by one company (``""``: none)."""
+    out: list[tuple[str, m.Window]] = []
+    one = dt.timedelta(days=1)
+    run_start, holder = period.start, company_on(facts, period.start) or ""
+    day = period.start + one
+    while True:
+        who = (company_on(facts, day) or "") if day <= period.end else None
+        if who != holder:
+            window = m.Window(community, _day_ms(run_start, tz), _day_ms(day, tz), run_start,
+                              day - one)  # fmt: skip
+            out.append((holder, window))
+            if who is None:
+                return out
+            run_start, holder = day, who
+        day += one
+
+
+async def _alert_facts(session: AsyncSession, rows: Sequence[models.Alert]) -> list[m.AlertFacts]:
+    ids = [r.id for r in rows]
+    steps: dict[int, list[models.AlertTransition]] = {}
+    escalated: dict[int, set[str]] = {}
+    accidents: set[int] = set()
+    rescues: dict[int, models.RescueRecord] = {}
+    for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):
+        for tr in (await session.scalars(select(models.AlertTransition).where(
+                models.AlertTransition.alert_id.in_(chunk)).order_by(
+                models.AlertTransition.t, models.AlertTransition.id))).all():  # fmt: skip
+            steps.setdefault(tr.alert_id, []).append(tr)
+        for rc in (await session.scalars(select(models.AlertRecipient).where(
+                models.AlertRecipient.alert_id.in_(chunk),
+                models.AlertRecipient.step != "first"))).all():  # fmt: skip
+            escalated.setdefault(rc.alert_id, set()).add(rc.role)
+        accidents.update((await session.scalars(select(models.AccidentRecord.alert_id).where(
+            models.AccidentRecord.alert_id.in_(chunk)))).all())  # fmt: skip
+        for rr in (await session.scalars(select(models.RescueRecord).where(
+                models.RescueRecord.alert_id.in_(chunk)))).all():  # fmt: skip
+            rescues[rr.alert_id] = rr
+    out: list[m.AlertFacts] = []
+    for r in rows:
+        timeline = steps.get(r.id, [])
+        responded = next((s.t for s in timeline
+                          if s.by != SYSTEM and s.to_state in _PERSON_STEPS), None)  # fmt: skip
+        on_site = next((s.t for s in timeline if s.to_state == "on_site"), None)
+        ended = next((s.t for s in timeline if s.to_state in _END_STATES), None)
+        record = rescues.get(r.id)
+        out.append(m.AlertFacts(
+            id=r.id, rule=r.rule, severity=r.severity, community=r.community_id,
+            device=r.device, opened_t=r.opened_t, responded_t=responded, on_site_t=on_site,
+            ended_t=ended, false_alarm=any(s.to_state == "false_alarm" for s in timeline),
+            escalated_to=frozenset(escalated.get(r.id, ())), accident=r.id in accidents,
+            rescue=None if record is None else m.RescueFacts(
+                record.arrival_t, record.released_by, record.method, record.entered_t,
+                record.late),
+        ))  # fmt: skip
+    return out
+
+
+def _today(now_t: int, tz: ZoneInfo) -> dt.date:
+    return dt.datetime.fromtimestamp(now_t / 1000, tz).date()
+
+
+def assess(
+    table: CityTable,
+    period: Period,
+    facts: Facts,
+    *,
+    now_t: int,
+    tz: ZoneInfo = SHANGHAI,
+    findings: Mapping[str, Sequence[tuple[str, float, str]]] | None = None,
+    history: Sequence[Mapping[str, int]] = (),
+) -> dict[str, Any]:
+    """The assessment body: measures per community and per company, each company's score,
+    grade, rank and flags (``history``: ranks of the earlier signed periods, newest first)."""
+    today = _today(now_t, tz)
+    by_com: dict[str, list[m.AlertFacts]] = {}
+    for a in facts.alerts:
+        by_com.setdefault(a.community, []).append(a)
+    communities: dict[str, Any] = {}
+    company_windows: dict[str, list[m.Window]] = {}
+    for cid, held in facts.holders.items():
+        whole = m.Window(cid, *period.ms(tz), period.start, period.end)
+        ms_ = m.compute(by_com.get(cid, []), facts.communities, [whole], today=today, now_t=now_t)
+        communities[cid] = {
+            "name": facts.names.get(cid, cid),
+            "held_by": [
+                {
+                    "company": who or None,
+                    "from": w.first_day.isoformat(),
+                    "to": w.last_day.isoformat(),
+                }
+                for who, w in held
+            ],
+            "measures": {k: v.as_json() for k, v in ms_.items()},
+        }
+        for who, w in held:
+            if who:
+                company_windows.setdefault(who, []).append(w)
+    scores = []
+    company_measures: dict[str, dict[str, m.Measure]] = {}
+    for company, windows in sorted(company_windows.items()):
+        alerts = [a for cid in {w.community for w in windows} for a in by_com.get(cid, [])]
+        got = m.compute(alerts, facts.communities, windows, today=today, now_t=now_t)
+        company_measures[company] = got
+        scores.append(score(table, company, got, (findings or {}).get(company, ())))
+    ranked = rank(table, scores, history)
+    companies = {}
+    for s in ranked:
+        windows = company_windows[s.company]
+        companies[s.company] = {
+            "name": facts.names.get(s.company, s.company),
+            "score": s.score, "grade": s.grade, "rank": s.rank, "flags": s.flags,
+            "communities": sorted({w.community for w in windows}),
+            "days": sum((w.last_day - w.first_day).days + 1 for w in windows),
+            "lines": [{"kind": ln.kind, "item": ln.item, "measure": ln.measure,
+                       "value": ln.value, "points": ln.points, "evidence": list(ln.evidence)}
+                      for ln in s.lines],
+            "measures": {k: v.as_json() for k, v in company_measures[s.company].items()},
+        }  # fmt: skip
+    return {
+        "table": table.id, "table_name": table.name, "period": period.label,
+        "start": period.start.isoformat(), "end": period.end.isoformat(),
+        "ranked": len(ranked), "companies": companies, "communities": communities,
+    }  # fmt: skip
+
+
+async def _history(
+    session: AsyncSession, table: CityTable, before: dt.date, n: int
+) -> list[dict[str, int]]:
+    """Ranks of the ``n`` signed periods of ``table`` ending before ``before``, newest first."""
+    rows = (await session.scalars(select(models.Assessment).where(
+        models.Assessment.table_id == table.id, models.Assessment.state == "signed",
+        models.Assessment.end < before).order_by(models.Assessment.end.desc()))).all()  # fmt: skip
+    out: list[dict[str, int]] = []
+    seen: set[str] = set()
+    for row in rows:
+        if row.period in seen:
+            continue
+        seen.add(row.period)
+        body = json.loads(row.body)
+        ranks = {c: v["rank"] for c, v in body["companies"].items()}
+        ranks[""] = body["ranked"]
+        out.append(ranks)
+        if len(out) == n:
+            break
+    return out
+
+
+async def _findings(
+    session: AsyncSession, table: CityTable, period: Period
+) -> dict[str, list[tuple[str, float, str]]]:
+    out: dict[str, list[tuple[str, float, str]]] = {}
+    for f in (await session.scalars(select(models.Finding).where(
+            models.Finding.table_id == table.id, models.Finding.day >= period.start,
+            models.Finding.day <= period.end).order_by(models.Finding.id))).all():  # fmt: skip
+        if f.company_id:
+            out.setdefault(f.company_id, []).append((f.item, f.points, f"f:{f.id}"))
+    return out
+
+
+async def compute_assessment(
+    session: AsyncSession,
+    table: CityTable,
+    period: Period,
+    *,
+    by: str,
+    now_t: int,
+    tz: ZoneInfo = SHANGHAI,
+    maintenance_days: int = 15,
+    correction: str | None = None,
+) -> models.Assessment:
+    """The period's current assessment. A signed one is returned as it was signed (frozen)
+    unless ``correction`` (a reason) asks for a new version; an unsigned one is recomputed
+    in place. AssessmentError for a period that has not started or a correction of nothing."""
+    if _today(now_t, tz) < period.start:
+        raise AssessmentError(f"period {period.label} has not started: there is no data")
+    rows = (await session.scalars(select(models.Assessment).where(
+        models.Assessment.table_id == table.id, models.Assessment.period == period.label
+    ).order_by(models.Assessment.version.desc()))).all()  # fmt: skip
+    latest = rows[0] if rows else None
+    if latest is not None and latest.state == "signed" and correction is None:
+        return latest
+    if correction is not None and (latest is None or latest.state != "signed"):
+        raise AssessmentError(f"{table.id} {period.label} has no signed version to correct")
+    need = table.ranking.consecutive - 1 if table.ranking else 0
+    facts = await load_facts(session, table.districts, period, tz=tz,
+                             maintenance_days=maintenance_days)  # fmt: skip
+    body = assess(table, period, facts, now_t=now_t, tz=tz,
+                  findings=await _findings(session, table, period),
+                  history=await _history(session, table, period.start, need))  # fmt: skip
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+    if latest is not None and latest.state == "computed":
+        latest.body, latest.computed_t, latest.computed_by = text, now_t, by
+        latest.rules_digest = table_digest(table)
+        return latest
+    version = (latest.version + 1) if latest is not None else 1
+    if latest is not None:
+        latest.state = "superseded"
+    row = models.Assessment(
+        table_id=table.id, period=period.label, start=period.start, end=period.end,
+        version=version, state="computed", rules_digest=table_digest(table), body=text,
+        computed_t=now_t, computed_by=by, reason=correction or "",
+    )  # fmt: skip
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def sign_assessment(
+    session: AsyncSession, table: CityTable, period: Period, *, org: str, now_t: int
+) -> models.Assessment:
+    """Sign the period's computed version off as organisation ``org`` (its kind must be in
+    the table's ``signed_by`` and its district one of the table's)."""
+    who = await session.get(models.Organisation, org)
+    if who is None or who.kind not in table.signed_by:
+        kinds = ", ".join(table.signed_by)
+        raise AssessmentError(f"{org} may not sign {table.id} assessments: signed by {kinds}")
+    if who.district not in table.districts and who.kind == "housing_bureau":
+        raise AssessmentError(f"{org} is not a housing bureau of {', '.join(table.districts)}")
+    if who.kind == "street_office":
+        count = await session.scalar(select(func.count()).select_from(models.Community).where(
+            models.Community.street_office_id == org,
+            models.Community.district.in_(table.districts)))  # fmt: skip
+        if not count:
+            raise AssessmentError(f"{org} has no community under {table.id}")
+    row = await session.scalar(select(models.Assessment).where(
+        models.Assessment.table_id == table.id, models.Assessment.period == period.label,
+        models.Assessment.state == "computed"))  # fmt: skip
+    if row is None:
+        raise AssessmentError(f"{table.id} {period.label}: nothing computed to sign")
+    row.state, row.signed_t, row.signed_by = "signed", now_t, org
+    return row
