@@ -26,6 +26,8 @@ from collectors.yamlconf import ConfigError, load_yaml
 from server.alerting.api import add_alert_routes
 from server.alerting.notifier import Notifier, NotifyPolicy, SmtpTarget
 from server.alerting.service import AlertService
+from server.compliance.api import add_compliance_routes
+from server.compliance.citytable import all_tables
 from server.gateways.api import add_gateway_admin_routes
 from server.gateways.link import GatewayLink
 from server.gateways.signing import load_or_create_signing_key
@@ -33,6 +35,7 @@ from server.ingest.mqtt import load_seq_states, run_mqtt_ingest
 from server.ingest.pipeline import Ingest
 from server.keys import (
     ALERTS,
+    COMPLIANCE_TABLES,
     DATABASE,
     EVIDENCE_KEY,
     GATEWAY_LINK,
@@ -267,7 +270,8 @@ def evidence_key(settings: Settings) -> bytes:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the server application; resources open when it starts. A bad ladder file
-    raises :class:`LadderError` here, before anything opens."""
+    raises :class:`LadderError` (a bad city table :class:`ConfigError`) here, before anything
+    opens."""
     app = web.Application(client_max_size=settings.api_max_body_kb * 1024)
     app[SETTINGS] = settings
     app[EVIDENCE_KEY] = evidence_key(settings)
@@ -288,10 +292,12 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LADDERS] = load_ladders(settings)
     app[THRESHOLDS] = load_thresholds(settings)
+    app[COMPLIANCE_TABLES] = all_tables(settings.compliance_tables)
     app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
     web_handlers.add_routes(app)
     add_telemetry_routes(app)
     add_gateway_admin_routes(app)
     add_alert_routes(app)
+    add_compliance_routes(app)
     check_routes(app)  # every /api/ route says who may call it
     return app

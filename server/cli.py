@@ -11,6 +11,9 @@
     linli gateways config|command|show …      manage gateways through the server's API
     linli tokens create ORG [--label L] [--days N]   an organisation's API token (printed once)
     linli tokens list [ORG] [--all] | revoke ID      its tokens' states; stop one at once
+    linli report assessment|ranking|sign|correct TABLE PERIOD    assessments by city table
+    linli report ledger|progress ORG PERIOD   the ledger (台账) and the progress table
+    linli report tables [--check FILE…]       the city tables, or check table files
     linli gateways provision C G [--rotate] [--site F]   a gateway's MQTT account
     linli broker user server|feed [ORG] [--rotate]      the server's or a feed's account
     linli broker write                        mosquitto's password and ACL files, reloaded
@@ -37,6 +40,9 @@ from alerts.ladders import LadderError
 from collectors.signed import public_key_text
 from collectors.yamlconf import ConfigError
 from server.app import evidence_key
+from server.compliance.cli import add_report_parser, run_report
+from server.compliance.reports import ReportError
+from server.compliance.store import AssessmentError
 from server.gateways.broker_auth import (
     BrokerAuthError,
     BrokerReloadError,
@@ -125,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     kp.add_argument("--config", type=Path, help="settings TOML (for signing_key_path)")
 
     add_tokens_parser(sub)
+    add_report_parser(sub)
     e = sub.add_parser("evidence", help="opaque evidence ids")
     esub = e.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
     ei = esub.add_parser("id", help="the id the server stores for device evidence references")
@@ -249,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_registry_import(args.file, load_settings(args.config)))
         if args.command == "tokens":
             return asyncio.run(run_tokens(args, load_settings(args.config)))
+        if args.command == "report":
+            return asyncio.run(run_report(args, load_settings(args.config)))
         if args.command == "evidence":
             settings = load_settings(args.config)
             if not Path(settings.signing_key_path).exists():  # never make a new key here
@@ -269,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_gateways(args, load_settings(args.config)))
         if args.command == "influx":
             return asyncio.run(_influx_setup(load_settings(args.config), args.backfill_days))
-    except (ConfigError, LadderError, SigningKeyError, BrokerAuthError) as exc:
+    except (ConfigError, LadderError, SigningKeyError, BrokerAuthError, AssessmentError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    except ReportError as exc:
+        print(f"linli {args.command}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"linli {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from server.alerting.notifier import Notifier
 from server.alerting.service import AlertService
+from server.compliance.citytable import CityTable
 from server.gateways.link import GatewayLink
 from server.ingest.pipeline import Ingest
 from server.settings import Settings
@@ -21,6 +22,7 @@ from server.web.livestate import LiveState
 
 __all__ = [
     "ALERTS",
+    "COMPLIANCE_TABLES",
     "DATABASE",
     "EVIDENCE_KEY",
     "GATEWAY_LINK",
@@ -51,6 +53,8 @@ LIVE = web.AppKey("live", LiveState)
 INGEST = web.AppKey("ingest", Ingest)
 MQTT_CONNECTED = web.AppKey("mqtt_connected", asyncio.Event)
 ALERTS = web.AppKey("alerts", AlertService)
+#: The city assessment tables, by id (server/compliance/citytable.py).
+COMPLIANCE_TABLES: web.AppKey[dict[str, CityTable]] = web.AppKey("compliance_tables")
 NOTIFIER = web.AppKey("notifier", Notifier)
 GATEWAY_LINK = web.AppKey("gateway_link", GatewayLink)
 #: Handler tasks of open SSE streams, cancelled on shutdown so that it does not wait on them.

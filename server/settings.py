@@ -109,6 +109,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: ``smtp://`` upgrades with STARTTLS when the server offers it).
     smtp_url: str | None = None
     smtp_from: str = "linli@localhost"
+    #: A directory of city assessment tables (YAML) added to the shipped ones
+    #: (server/compliance/tables; docs/compliance.md); a table there replaces a shipped one
+    #: with the same id.
+    compliance_tables: str | None = None
+    #: Scheduled reports (docs/compliance.md): the weekly ledger on this weekday (1 = Monday)
+    #: and local time; the progress table on these days of the month; "" turns one off.
+    ledger_schedule: str = "5 12:00"
+    progress_schedule: str = "1,15 09:00"
+    #: Where on-site findings' photos are kept (by SHA-256).
+    evidence_dir: str = "var/evidence"
 
 
 _ENV_PREFIX = "LINLI_"

@@ -36,6 +36,7 @@ __all__ = [
     "CityTable",
     "Deduction",
     "Score",
+    "all_tables",
     "load_table",
     "load_tables",
     "rank",
@@ -196,6 +197,15 @@ def load_tables(directory: Path = TABLES_DIR) -> dict[str, CityTable]:
             table = load_table(path)
             out[table.id] = table
     return out
+
+
+def all_tables(extra: str | Path | None = None) -> dict[str, CityTable]:
+    """The shipped tables and those in ``extra`` (settings ``compliance_tables``), which
+    replace shipped ones of the same id."""
+    tables = load_tables(TABLES_DIR)
+    if extra:
+        tables.update(load_tables(Path(extra)))
+    return tables
 
 
 def table_digest(table: CityTable) -> str:

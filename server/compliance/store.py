@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -43,6 +43,10 @@ __all__ = [
 SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
 _PERSON_STEPS: Final = frozenset({"acknowledged", "on_site", "resolved", "false_alarm"})
 _END_STATES: Final = frozenset({"resolved", "false_alarm", "closed"})
+
+
+#: Called with (done, total) while a long computation runs (the CLI's progress bar).
+Progress = Callable[[int, int], None]
 
 
 class AssessmentError(ValueError):
@@ -243,6 +247,7 @@ def assess(
     tz: ZoneInfo = SHANGHAI,
     findings: Mapping[str, Sequence[tuple[str, float, str]]] | None = None,
     history: Sequence[Mapping[str, int]] = (),
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The assessment body: measures per community and per company, each company's score,
     grade, rank and flags (``history``: ranks of the earlier signed periods, newest first)."""
@@ -272,7 +277,9 @@ def assess(
                 company_windows.setdefault(who, []).append(w)
     scores = []
     company_measures: dict[str, dict[str, m.Measure]] = {}
-    for company, windows in sorted(company_windows.items()):
+    for i, (company, windows) in enumerate(sorted(company_windows.items()), 1):
+        if progress is not None:
+            progress(i, len(company_windows))
         alerts = [a for cid in {w.community for w in windows} for a in by_com.get(cid, [])]
         got = m.compute(alerts, facts.communities, windows, today=today, now_t=now_t)
         company_measures[company] = got
@@ -342,6 +349,7 @@ async def compute_assessment(
     tz: ZoneInfo = SHANGHAI,
     maintenance_days: int = 15,
     correction: str | None = None,
+    progress: Progress | None = None,
 ) -> models.Assessment:
     """The period's current assessment. A signed one is returned as it was signed (frozen)
     unless ``correction`` (a reason) asks for a new version; an unsigned one is recomputed
@@ -361,7 +369,8 @@ async def compute_assessment(
                              maintenance_days=maintenance_days)  # fmt: skip
     body = assess(table, period, facts, now_t=now_t, tz=tz,
                   findings=await _findings(session, table, period),
-                  history=await _history(session, table, period.start, need))  # fmt: skip
+                  history=await _history(session, table, period.start, need),
+                  progress=progress)  # fmt: skip
     text = json.dumps(body, ensure_ascii=False, sort_keys=True)
     if latest is not None and latest.state == "computed":
         latest.body, latest.computed_t, latest.computed_by = text, now_t, by
@@ -404,3 +413,96 @@ async def sign_assessment(
         raise AssessmentError(f"{table.id} {period.label}: nothing computed to sign")
     row.state, row.signed_t, row.signed_by = "signed", now_t, org
     return row
+
+
+async def communities_of(
+    session: AsyncSession, org: models.Organisation | None, period: Period
+) -> list[str]:
+    """The communities an organisation's reports cover: a street office's street, a housing
+    bureau's district, a committee's community, the communities a company held on any day
+    of ``period``; every community for the operator (``org`` None)."""
+    query = select(models.Community.id).order_by(models.Community.id)
+    if org is None:
+        return list((await session.scalars(query)).all())
+    if org.kind == "street_office":
+        query = query.where(models.Community.street_office_id == org.id)
+    elif org.kind == "housing_bureau":
+        query = query.where(models.Community.district == org.district)
+    elif org.kind == "community_committee":
+        query = query.where(models.Community.committee_id == org.id)
+    elif org.kind == "property_company":
+        held = select(models.Contract.community_id).where(
+            models.Contract.company_id == org.id, models.Contract.start <= period.end,
+            (models.Contract.end.is_(None)) | (models.Contract.end >= period.start))  # fmt: skip
+        query = query.where(models.Community.id.in_(held))
+    else:
+        raise AssessmentError(f"{org.id} ({org.kind}) has no reports of communities")
+    return list((await session.scalars(query)).all())
+
+
+_STEP_ZH: Final = {"open": "发生", "acknowledged": "确认", "on_site": "到场", "resolved": "解除",
+                   "false_alarm": "误报", "closed": "关闭", "escalated": "升级"}  # fmt: skip
+
+
+async def ledger_rows(
+    session: AsyncSession, communities: Sequence[str], period: Period, *, tz: ZoneInfo = SHANGHAI
+) -> list[dict[str, Any]]:
+    """Every alert raised in ``period`` in ``communities``, oldest first, with its timeline
+    as one line (``10-10 10:02 确认 pc-a; …``) and the organisation that answered first."""
+    start_t, end_t = period.ms(tz)
+    query = select(models.Alert).where(
+        models.Alert.community_id.in_(communities), models.Alert.opened_t >= start_t,
+        models.Alert.opened_t < end_t)  # fmt: skip
+    rows = (await session.scalars(query.order_by(models.Alert.opened_t, models.Alert.id))).all()
+    facts = {f.id: f for f in await _alert_facts(session, rows)}
+    holders: dict[int, str] = {}
+    steps: dict[int, list[str]] = {}
+    ids = [r.id for r in rows]
+    for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):
+        for rc in (await session.scalars(select(models.AlertRecipient).where(
+                models.AlertRecipient.alert_id.in_(chunk), models.AlertRecipient.step == "first",
+                models.AlertRecipient.role.in_(("company", "community_committee")))
+        )).all():  # fmt: skip
+            holders[rc.alert_id] = rc.org_id
+        for tr in (await session.scalars(select(models.AlertTransition).where(
+                models.AlertTransition.alert_id.in_(chunk)).order_by(
+                models.AlertTransition.t, models.AlertTransition.id))).all():  # fmt: skip
+            when = dt.datetime.fromtimestamp(tr.t / 1000, tz).strftime("%m-%d %H:%M")
+            steps.setdefault(tr.alert_id, []).append(
+                f"{when} {_STEP_ZH.get(tr.to_state, tr.to_state)} {tr.by}"
+            )
+    return [
+        {"id": r.id, "community": r.community_id, "device": r.device, "rule": r.rule,
+         "severity": r.severity, "opened_t": r.opened_t, "responded_t": facts[r.id].responded_t,
+         "on_site_t": facts[r.id].on_site_t, "ended_t": facts[r.id].ended_t, "state": r.state,
+         "holder": holders.get(r.id), "steps": "; ".join(steps.get(r.id, []))}
+        for r in rows
+    ]  # fmt: skip
+
+
+def community_body(
+    period: Period,
+    facts: Facts,
+    *,
+    now_t: int,
+    tz: ZoneInfo = SHANGHAI,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Measures of each community alone (the progress table), without scoring."""
+    today = _today(now_t, tz)
+    out: dict[str, Any] = {}
+    by_com: dict[str, list[m.AlertFacts]] = {}
+    for a in facts.alerts:
+        by_com.setdefault(a.community, []).append(a)
+    for i, (cid, held) in enumerate(facts.holders.items(), 1):
+        if progress is not None:
+            progress(i, len(facts.holders))
+        whole = m.Window(cid, *period.ms(tz), period.start, period.end)
+        mine = by_com.get(cid, [])
+        got = m.compute(mine, facts.communities, [whole], today=today, now_t=now_t)
+        out[cid] = {"name": facts.names.get(cid, cid),
+                    "held_by": [{"company": who or None, "from": w.first_day.isoformat(),
+                                 "to": w.last_day.isoformat()} for who, w in held],
+                    "measures": {k: v.as_json() for k, v in got.items()}}  # fmt: skip
+    return {"period": period.label, "start": period.start.isoformat(),
+            "end": period.end.isoformat(), "communities": out}  # fmt: skip

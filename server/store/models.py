@@ -29,16 +29,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AccidentRecord",
-    "Assessment",
-    "Finding",
-    "InspectionResult",
-    "MeetingRecord",
-    "RescueRecord",
     "Alert",
     "AlertRecipient",
     "AlertTimer",
     "AlertTransition",
     "ApiToken",
+    "Assessment",
     "AuditEntry",
     "Base",
     "CentreCommunity",
@@ -48,14 +44,18 @@ __all__ = [
     "DeliveryAttempt",
     "Device",
     "DeviceSeen",
+    "Finding",
     "Gateway",
     "GatewayCommand",
     "GatewayConfig",
     "GatewaySeq",
     "Inspection",
+    "InspectionResult",
     "MaintenanceRecord",
+    "MeetingRecord",
     "OrgChannel",
     "Organisation",
+    "RescueRecord",
 ]
 
 

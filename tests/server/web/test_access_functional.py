@@ -53,6 +53,18 @@ CK, CP = "/api/communities/{community}", f"/api/communities/{C}"
 GK, GP = "/api/gateways/{community}/{gateway}", f"/api/gateways/{C}/gw-1"
 VISIT = {"community": C, "device": "el-1-1"}
 UNLOCK = {"op": "unlock", "device": "gt-1"}
+QK, QP = (
+    "/api/compliance/assessments/{table}/{period}",
+    "/api/compliance/assessments/shanting/2026-Q4",
+)
+RESCUE = {"arrival_t": 1_795_000_000_000, "released_by": "x", "method": "y"}
+INSPECTED = {
+    "community": C,
+    "device": "el-1-1",
+    "day": "2026-11-02",
+    "result": "passed",
+    "next_date": "2027-11-02",
+}
 
 #: Every /api/ route: (path for A's things, body, what B's token gets).
 ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
@@ -78,10 +90,26 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
     ("POST", f"{GK}/commands"): (f"{GP}/commands", UNLOCK, 403),
     ("GET", f"{GK}/commands"): (f"{GP}/commands", None, 403),
     ("GET", f"{GK}/commands/{{id}}"): (f"{GP}/commands/cmd-1", None, 403),
+    ("GET", "/api/compliance/tables"): ("/api/compliance/tables", None, 200),
+    ("GET", "/api/compliance/measures"): (
+        f"/api/compliance/measures?period=2026-Q4&community={C}", None, 404),
+    ("GET", f"{QK}"): (QP, None, 404),  # a company reads only its own entry: none yet
+    ("POST", f"{QK}"): (QP, {}, 403),
+    ("POST", f"{QK}/sign"): (f"{QP}/sign", None, 403),
+    ("GET", "/api/compliance/reports/{report}"): (
+        "/api/compliance/reports/ranking?period=2026-Q4&table=shanting", None, 403),
+    ("POST", "/api/compliance/rescue/{id}"): (
+        f"/api/compliance/rescue/{ALERT}", RESCUE, 404),
+    ("POST", "/api/compliance/inspections"): ("/api/compliance/inspections", INSPECTED, 400),
+    ("POST", "/api/compliance/meetings"): (
+        "/api/compliance/meetings", {"community": C, "day": "2026-11-02"}, 404),
+    ("POST", "/api/compliance/findings"): ("/api/compliance/findings", {"item": "x"}, 400),
+    ("GET", "/api/compliance/dossier/{community}"): (f"/api/compliance/dossier/{C}", None, 404),
 }  # fmt: skip
 
 TABLES = ("audit_log", "maintenance_records", "alert_transitions", "gateway_configs",
-          "gateway_commands", "api_tokens", "alerts")  # fmt: skip
+          "gateway_commands", "api_tokens", "alerts", "assessments", "findings",
+          "inspection_results", "meeting_records", "rescue_records")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,17 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("POST", "/api/gateways/{community}/{gateway}/commands", ()),
     ("GET", "/api/gateways/{community}/{gateway}/commands", ("limit",)),
     ("GET", "/api/gateways/{community}/{gateway}/commands/{id}", ()),
+    ("GET", "/api/compliance/tables", ()),
+    ("GET", "/api/compliance/measures", ("period", "community", "company")),
+    ("GET", "/api/compliance/assessments/{table}/{period}", ()),
+    ("POST", "/api/compliance/assessments/{table}/{period}", ()),
+    ("POST", "/api/compliance/assessments/{table}/{period}/sign", ()),
+    ("GET", "/api/compliance/reports/{report}", ("period", "table", "org", "format", "lang")),
+    ("POST", "/api/compliance/rescue/{id}", ()),
+    ("POST", "/api/compliance/inspections", ()),
+    ("POST", "/api/compliance/meetings", ()),
+    ("POST", "/api/compliance/findings", ()),
+    ("GET", "/api/compliance/dossier/{community}", ()),
 ]
 
 # Values that reach parsers' edges: other scripts' digits, huge numbers, signs, separators,
@@ -76,7 +87,9 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
 EDGE = st.sampled_from([
     "", "0", "-1", "1", "4", "²", "٤", "１", "1_000", " 7", "+5", "1e3", "9" * 30,
     str(2**63), str(2**63 - 1), "nan", "meihuayuan", "gw-1", "el-1-1", "fl-1",
-    "pc-anju", "%", "%00", "..", "/", "\x00", "\u202e", "a" * 5000,
+    "pc-anju", "%", "%00", "..", "/", "\x00", "\u202e", "a" * 5000, "shanting", "2026-Q4",
+    "2026-W53", "2026-02-30..2026-03-01", "9999-Q4", "2026-13", "ledger", "progress", "pdf",
+    "xlsx", "csv", "json", "so-shancheng", "hb-shanting",
 ])  # fmt: skip
 VALUE = st.one_of(EDGE, st.text(max_size=40))
 TOKENS = st.sampled_from([None, ADMIN, "org", "x" * 40, "", "Bearer", "\u00e9" * 20])
@@ -144,7 +157,7 @@ def test_no_input_gives_a_server_error(served: tuple[ServerProc, str], data: st.
     srv, org_token = served
     method, template, names = data.draw(st.sampled_from(ROUTES), label="route")
     path = template
-    for param in ("community", "dev", "gateway", "id"):
+    for param in ("community", "dev", "gateway", "id", "table", "period", "report", "alert"):
         if "{" + param + "}" in path:
             value = data.draw(VALUE, label=param) or "x"
             path = path.replace("{" + param + "}", urllib.parse.quote(value, safe=""))
@@ -161,7 +174,9 @@ def test_no_input_gives_a_server_error(served: tuple[ServerProc, str], data: st.
                     st.none() | st.booleans() | st.integers() | VALUE,
                     lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.sampled_from(["state", "note", "op", "device",
-                                                       "community", "day", "version", "x"]),
+                                                       "community", "day", "version", "x",
+                                                       "correction", "arrival_t", "result",
+                                                       "next_date", "released_by", "method"]),
                                       inner, max_size=4),
                     max_leaves=8,
                 ).map(lambda v: json.dumps(v).encode()),
