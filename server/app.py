@@ -28,6 +28,7 @@ from server.alerting.notifier import Notifier, NotifyPolicy, SmtpTarget
 from server.alerting.service import AlertService
 from server.compliance.api import add_compliance_routes
 from server.compliance.citytable import all_tables
+from server.compliance.schedule import ReportScheduler, parse_schedule
 from server.gateways.api import add_gateway_admin_routes
 from server.gateways.link import GatewayLink
 from server.gateways.signing import load_or_create_signing_key
@@ -165,10 +166,19 @@ async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFIER] = notifier
     alerts = app[ALERTS]
     alerts.on_outbox = notifier.wake.set
+    reports = ReportScheduler(
+        app[DATABASE],
+        tz=alerts.tz,
+        ledger=settings.ledger_schedule,
+        progress=settings.progress_schedule,
+        smtp=notifier.smtp,
+        base_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
+    )
     async with _background(
         ("gateway-link", link.run()),
         ("alert-timers", alerts.run_timers(ready=app.get(MQTT_CONNECTED))),
         ("notifier", notifier.run()),
+        ("scheduled-reports", reports.run()),
     ):
         yield
 
@@ -293,6 +303,12 @@ def create_app(settings: Settings) -> web.Application:
     app[LADDERS] = load_ladders(settings)
     app[THRESHOLDS] = load_thresholds(settings)
     app[COMPLIANCE_TABLES] = all_tables(settings.compliance_tables)
+    for kind, text in (("ledger", settings.ledger_schedule),
+                       ("progress", settings.progress_schedule)):  # fmt: skip
+        try:
+            parse_schedule(kind, text)
+        except ValueError as exc:
+            raise ConfigError.one("settings", None, f"{kind}_schedule", str(exc)) from None
     app.cleanup_ctx.extend([_database_ctx, _telemetry_ctx, _ingest_ctx, _management_ctx])
     web_handlers.add_routes(app)
     add_telemetry_routes(app)

@@ -117,6 +117,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: and local time; the progress table on these days of the month; "" turns one off.
     ledger_schedule: str = "5 12:00"
     progress_schedule: str = "1,15 09:00"
+    #: The address organisations reach the API at (links in scheduled reports' webhooks);
+    #: "" means http://<http_host>:<http_port>.
+    public_url: str = ""
     #: Where on-site findings' photos are kept (by SHA-256).
     evidence_dir: str = "var/evidence"
 

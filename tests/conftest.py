@@ -199,6 +199,10 @@ def write_settings(tmp: Path, broker: Broker, http_port: int) -> Path:
         f"http_port = {http_port}\n"
         f'signing_key_path = "{SIGNING_KEY_PATH}"\n'
         f'admin_token = "{ADMIN_TOKEN}"\n'
+        # Scheduled reports would mail every street office at start: off, except where a
+        # test turns them on (tests/server/compliance).
+        'ledger_schedule = ""\nprogress_schedule = ""\n'
+        f'evidence_dir = "{tmp / "evidence"}"\n'
     )
     path.chmod(0o600)  # tests add admin tokens: the server refuses them in a readable file
     signing_key()  # made before any server process could race to make it

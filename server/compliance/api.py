@@ -515,7 +515,10 @@ async def post_rescue(request: web.Request) -> web.Response:
                 "the maintenance unit the alert went to",
             )
         if not alert.opened_t <= req.arrival_t <= now:
-            raise _bad("arrival_t: between the alert's opening and now (epoch ms)")
+            raise _bad(
+                f"arrival_t: {req.arrival_t} is not between the alert's opening "
+                f"({alert.opened_t}) and now ({now}), in epoch ms"
+            )
         if req.released_t is not None and not req.arrival_t <= req.released_t <= now:
             raise _bad("released_t: between arrival_t and now (epoch ms)")
         if await session.get(models.RescueRecord, alert_id) is not None:

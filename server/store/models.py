@@ -56,6 +56,7 @@ __all__ = [
     "OrgChannel",
     "Organisation",
     "RescueRecord",
+    "ScheduledReport",
 ]
 
 
@@ -524,3 +525,23 @@ class Assessment(Base):
     signed_t: Mapped[int | None] = mapped_column(BigInteger)
     signed_by: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ScheduledReport(Base):
+    """A scheduled report for one organisation and channel (server/compliance/schedule.py):
+    claimed once by its unique ``key``, then sent, retried or given up."""
+
+    __tablename__ = "scheduled_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(250), unique=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    report: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(32))
+    due_t: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_t: Mapped[int] = mapped_column(BigInteger, default=0)
+    sent_t: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str] = mapped_column(Text, default="")

@@ -1,5 +1,5 @@
 """Compliance records (issue 15): rescue records, inspection results, meetings, on-site
-findings and assessments."""
+findings, assessments and scheduled reports."""
 
 from __future__ import annotations
 
@@ -80,9 +80,25 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.UniqueConstraint("table_id", "period", "version"),
     )
+    op.create_table(
+        "scheduled_reports",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("key", sa.String(250), nullable=False, unique=True),
+        sa.Column("org_id", sa.String(64), nullable=False, index=True),
+        sa.Column("report", sa.String(16), nullable=False),
+        sa.Column("period", sa.String(32), nullable=False),
+        sa.Column("due_t", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("claimed_until", sa.BigInteger(), nullable=False),
+        sa.Column("next_t", sa.BigInteger(), nullable=False),
+        sa.Column("sent_t", sa.BigInteger(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for name in ("assessments", "findings", "meeting_records", "inspection_results",
-                 "rescue_records"):  # fmt: skip
+    tables = ("scheduled_reports", "assessments", "findings", "meeting_records",
+              "inspection_results", "rescue_records")  # fmt: skip
+    for name in tables:
         op.drop_table(name)
