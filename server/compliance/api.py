@@ -15,6 +15,7 @@
     POST /api/compliance/meetings                        {"community", "day"}: a meeting held
     POST /api/compliance/findings                        an on-site finding (multipart, photo)
     GET  /api/compliance/dossier/{community}             the spot-check dossier's data
+    GET  /dossier/{community}#token=…                    the dossier page (phone-sized)
 
 Who may do what is in docs/compliance.md. Something the caller may not see answers 404
 worded as a missing one; something it sees but may not do answers 403 saying who may.
@@ -1065,8 +1066,19 @@ async def get_dossier(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+STATIC_DIR: Final = Path(__file__).parent / "static"
+
+
+async def dossier_page(_request: web.Request) -> web.FileResponse:
+    """The spot-check dossier page (phone-sized; its data come from the API with the token
+    given as ``#token=…``)."""
+    return web.FileResponse(STATIC_DIR / "dossier.html")
+
+
 def add_compliance_routes(app: web.Application) -> None:
-    """Register the compliance routes."""
+    """Register the compliance routes and the dossier page."""
+    app.router.add_get("/dossier/{community}", dossier_page)
+    app.router.add_static("/static/compliance", STATIC_DIR)
     app.router.add_get("/api/compliance/tables", list_tables)
     app.router.add_get("/api/compliance/measures", get_measures)
     app.router.add_get("/api/compliance/assessments/{table}/{period}", get_assessment)

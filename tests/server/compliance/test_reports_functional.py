@@ -385,3 +385,38 @@ def test_the_cli_reads_the_same_periods_and_the_ledger_went_once(world: dict[str
     assert done.returncode == 2
     assert "2026-Q9" in done.stderr
     assert ADMIN_TOKEN not in done.stderr
+
+
+async def test_the_dossier_on_a_phone_records_a_finding_with_its_photo(
+    world: dict[str, Any],
+) -> None:
+    srv, so, db = world["srv"], world["tokens"]["so-shancheng"], world["db"]
+    before = count(db, "findings")
+    photo = world["tmp"] / "site.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a picture" * 10)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = await browser.new_page(viewport={"width": 390, "height": 844})
+            await tab.goto(f"http://127.0.0.1:{srv.port}/dossier/{C}#token={so}")
+            await tab.wait_for_selector("#devices li")
+            assert await tab.inner_text("#title") == "梅花园"
+            assert "#token" not in tab.url  # the token left the address bar
+            assert "安居" in await tab.inner_text("#sub")  # the company serving it today
+            assert await tab.locator("#devices li").count() >= 3
+            # No page wider than the phone.
+            assert await tab.evaluate("document.documentElement.scrollWidth") <= 390
+            await tab.select_option("#item", "fire_lane_signs")
+            await tab.fill("#points", "1.5")
+            await tab.fill("#note", "3号楼消防通道标识脱落")
+            await tab.set_input_files("#photo", str(photo))
+            await tab.click("button[type=submit]")
+            await tab.wait_for_function(
+                "document.querySelector('#findings') && "
+                "document.querySelector('#findings').innerText.includes('3号楼')"
+            )
+        finally:
+            await browser.close()
+    assert count(db, "findings") == before + 1
+    stored = world["tmp"] / "evidence" / f"{hashlib.sha256(photo.read_bytes()).hexdigest()}.png"
+    assert stored.exists()

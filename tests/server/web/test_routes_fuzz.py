@@ -80,6 +80,7 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("POST", "/api/compliance/meetings", ()),
     ("POST", "/api/compliance/findings", ()),
     ("GET", "/api/compliance/dossier/{community}", ()),
+    ("GET", "/dossier/{community}", ()),
 ]
 
 # Values that reach parsers' edges: other scripts' digits, huge numbers, signs, separators,
