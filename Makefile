@@ -53,6 +53,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/compliance.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -929,17 +929,12 @@ async def get_dossier(request: web.Request) -> web.Response:
                 .order_by(models.Device.id)
             )
         ).all()
-        last = dict(
-            (
-                await session.execute(
-                    select(models.MaintenanceRecord.device, func.max(models.MaintenanceRecord.day))
-                    .where(models.MaintenanceRecord.community_id == community)
-                    .group_by(models.MaintenanceRecord.device)
-                )
-            )
-            .tuples()
-            .all()
+        visits = (
+            select(models.MaintenanceRecord.device, func.max(models.MaintenanceRecord.day))
+            .where(models.MaintenanceRecord.community_id == community)
+            .group_by(models.MaintenanceRecord.device)
         )
+        last = dict((await session.execute(visits)).all())
         due = {
             i.device: i.next_date
             for i in (

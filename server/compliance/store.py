@@ -121,57 +121,81 @@ async def load_facts(
 ) -> Facts:
     """The alerts, devices, dates and contract windows of ``districts`` for ``period``."""
     start_t, end_t = period.ms(tz)
-    coms = (await session.scalars(
-        select(models.Community).where(models.Community.district.in_(districts))
-    )).all()  # fmt: skip
+    coms = (
+        await session.scalars(
+            select(models.Community).where(models.Community.district.in_(districts))
+        )
+    ).all()
     ids = [c.id for c in coms]
     names = {o.id: o.name for o in (await session.scalars(select(models.Organisation))).all()}
     names.update({c.id: c.name for c in coms})
-    devices = (await session.scalars(
-        select(models.Device).where(models.Device.community_id.in_(ids))
-    )).all()  # fmt: skip
-    gateways = (await session.scalars(
-        select(models.Gateway).where(models.Gateway.community_id.in_(ids))
-    )).all()  # fmt: skip
+    by_com: dict[str, list[tuple[str, str]]] = {}
+    for cid, dev, kind in await session.execute(
+        select(models.Device.community_id, models.Device.id, models.Device.kind).where(
+            models.Device.community_id.in_(ids)
+        )
+    ):
+        by_com.setdefault(cid, []).append((dev, kind))
+    gws: dict[str, list[str]] = {}
+    for cid, gw in await session.execute(
+        select(models.Gateway.community_id, models.Gateway.id).where(
+            models.Gateway.community_id.in_(ids)
+        )
+    ):
+        gws.setdefault(cid, []).append(gw)
     visits: dict[tuple[str, str], list[dt.date]] = {}
-    for mr in (await session.scalars(select(models.MaintenanceRecord).where(
+    for cid, dev, day in await session.execute(
+        select(
+            models.MaintenanceRecord.community_id,
+            models.MaintenanceRecord.device,
+            models.MaintenanceRecord.day,
+        ).where(
             models.MaintenanceRecord.community_id.in_(ids),
-            models.MaintenanceRecord.day <= period.end))).all():  # fmt: skip
-        visits.setdefault((mr.community_id, mr.device), []).append(mr.day)
+            models.MaintenanceRecord.day <= period.end,
+        )
+    ):
+        visits.setdefault((cid, dev), []).append(day)
     due = select(models.Inspection).where(models.Inspection.community_id.in_(ids))
     nexts = {(i.community_id, i.device): i.next_date for i in (await session.scalars(due)).all()}
     communities: dict[str, m.CommunityFacts] = {}
     for c in coms:
-        mine = [d for d in devices if d.community_id == c.id]
-        els = tuple(d.id for d in mine if d.kind == "elevator")
+        mine = by_com.get(c.id, [])
+        els = tuple(d for d, kind in mine if kind == "elevator")
         communities[c.id] = m.CommunityFacts(
             id=c.id,
             arrival_deadline_min=c.arrival_deadline_min,
             maintenance_days=maintenance_days,
             elevators=els,
-            devices=tuple(d.id for d in mine),
-            gateways=tuple(g.id for g in gateways if g.community_id == c.id),
+            devices=tuple(d for d, _ in mine),
+            gateways=tuple(gws.get(c.id, ())),
             maintenance={e: visits.get((c.id, e), []) for e in els},
             next_inspection={e: nexts[(c.id, e)] for e in els if (c.id, e) in nexts},
         )
-    contracts = (await session.scalars(
-        select(models.Contract).where(models.Contract.community_id.in_(ids))
-    )).all()  # fmt: skip
+    terms: dict[str, list[ContractTerm]] = {}
+    for k in (
+        await session.scalars(select(models.Contract).where(models.Contract.community_id.in_(ids)))
+    ).all():
+        terms.setdefault(k.community_id, []).append(ContractTerm(k.company_id, k.start, k.end))
     holders: dict[str, list[tuple[str, m.Window]]] = {}
     for c in coms:
-        terms = tuple(ContractTerm(k.company_id, k.start, k.end)
-                      for k in contracts if k.community_id == c.id)  # fmt: skip
-        facts = RoutingFacts(c.id, committee=c.committee_id, street_office=c.street_office_id,
-                             district=c.district, contracts=terms)  # fmt: skip
+        facts = RoutingFacts(
+            c.id,
+            committee=c.committee_id,
+            street_office=c.street_office_id,
+            district=c.district,
+            contracts=tuple(terms.get(c.id, ())),
+        )
         holders[c.id] = _windows(c.id, facts, period, tz)
     # Alerts that could touch the period: opened before its end and still running or
     # changed after its start (a device offline since before the period counts for its
     # availability).
-    rows = (await session.scalars(select(models.Alert).where(
-        models.Alert.community_id.in_(ids), models.Alert.opened_t < end_t,
-        (models.Alert.updated_t >= start_t) | models.Alert.state.in_(
-            ("open", "acknowledged", "on_site"))))).all()  # fmt: skip
-    return Facts(await _alert_facts(session, rows), communities, holders, names)
+    where = (
+        models.Alert.community_id.in_(ids),
+        models.Alert.opened_t < end_t,
+        (models.Alert.updated_t >= start_t)
+        | models.Alert.state.in_(("open", "acknowledged", "on_site")),
+    )
+    return Facts(await _alert_facts(session, where), communities, holders, names)
 
 
 def _windows(
@@ -185,8 +209,9 @@ def _windows(
     while True:
         who = (company_on(facts, day) or "") if day <= period.end else None
         if who != holder:
-            window = m.Window(community, _day_ms(run_start, tz), _day_ms(day, tz), run_start,
-                              day - one)  # fmt: skip
+            window = m.Window(
+                community, _day_ms(run_start, tz), _day_ms(day, tz), run_start, day - one
+            )
             out.append((holder, window))
             if who is None:
                 return out
@@ -194,43 +219,80 @@ def _windows(
         day += one
 
 
-async def _alert_facts(session: AsyncSession, rows: Sequence[models.Alert]) -> list[m.AlertFacts]:
-    ids = [r.id for r in rows]
-    steps: dict[int, list[models.AlertTransition]] = {}
+async def _alert_facts(session: AsyncSession, where: Sequence[Any]) -> list[m.AlertFacts]:
+    """The facts of the alerts matching ``where``, each with its timeline, escalations,
+    accident and rescue records (one query per table, as tuples: tens of thousands of
+    alerts load in a second or two)."""
+    chosen = select(models.Alert.id).where(*where)
+    A, T, R = models.Alert, models.AlertTransition, models.AlertRecipient  # noqa: N806
+    steps: dict[int, list[tuple[int, str, str]]] = {}
+    for aid, t, to, by in await session.execute(
+        select(T.alert_id, T.t, T.to_state, T.by).where(T.alert_id.in_(chosen)).order_by(T.t, T.id)
+    ):
+        steps.setdefault(aid, []).append((t, to, by))
     escalated: dict[int, set[str]] = {}
-    accidents: set[int] = set()
-    rescues: dict[int, models.RescueRecord] = {}
-    for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):
-        for tr in (await session.scalars(select(models.AlertTransition).where(
-                models.AlertTransition.alert_id.in_(chunk)).order_by(
-                models.AlertTransition.t, models.AlertTransition.id))).all():  # fmt: skip
-            steps.setdefault(tr.alert_id, []).append(tr)
-        for rc in (await session.scalars(select(models.AlertRecipient).where(
-                models.AlertRecipient.alert_id.in_(chunk),
-                models.AlertRecipient.step != "first"))).all():  # fmt: skip
-            escalated.setdefault(rc.alert_id, set()).add(rc.role)
-        accidents.update((await session.scalars(select(models.AccidentRecord.alert_id).where(
-            models.AccidentRecord.alert_id.in_(chunk)))).all())  # fmt: skip
-        for rr in (await session.scalars(select(models.RescueRecord).where(
-                models.RescueRecord.alert_id.in_(chunk)))).all():  # fmt: skip
-            rescues[rr.alert_id] = rr
+    for aid, role in await session.execute(
+        select(R.alert_id, R.role).where(R.alert_id.in_(chosen), R.step != "first")
+    ):
+        escalated.setdefault(aid, set()).add(role)
+    accidents = set(
+        (
+            await session.scalars(
+                select(models.AccidentRecord.alert_id).where(
+                    models.AccidentRecord.alert_id.in_(chosen)
+                )
+            )
+        ).all()
+    )
+    rescues = {
+        rr.alert_id: rr
+        for rr in (
+            await session.scalars(
+                select(models.RescueRecord).where(models.RescueRecord.alert_id.in_(chosen))
+            )
+        ).all()
+    }
     out: list[m.AlertFacts] = []
-    for r in rows:
-        timeline = steps.get(r.id, [])
-        responded = next((s.t for s in timeline
-                          if s.by != SYSTEM and s.to_state in _PERSON_STEPS), None)  # fmt: skip
-        on_site = next((s.t for s in timeline if s.to_state == "on_site"), None)
-        ended = next((s.t for s in timeline if s.to_state in _END_STATES), None)
-        record = rescues.get(r.id)
-        out.append(m.AlertFacts(
-            id=r.id, rule=r.rule, severity=r.severity, community=r.community_id,
-            device=r.device, opened_t=r.opened_t, responded_t=responded, on_site_t=on_site,
-            ended_t=ended, false_alarm=any(s.to_state == "false_alarm" for s in timeline),
-            escalated_to=frozenset(escalated.get(r.id, ())), accident=r.id in accidents,
-            rescue=None if record is None else m.RescueFacts(
-                record.arrival_t, record.released_by, record.method, record.entered_t,
-                record.late),
-        ))  # fmt: skip
+    rows = (
+        await session.execute(
+            select(A.id, A.rule, A.severity, A.community_id, A.device, A.opened_t)
+            .where(*where)
+            .order_by(A.id)
+        )
+    ).all()
+    for aid, rule, severity, community, device, opened_t in rows:
+        timeline = steps.get(aid, [])
+        responded = next(
+            (t for t, to, by in timeline if by != SYSTEM and to in _PERSON_STEPS), None
+        )
+        on_site = next((t for t, to, _ in timeline if to == "on_site"), None)
+        ended = next((t for t, to, _ in timeline if to in _END_STATES), None)
+        record = rescues.get(aid)
+        out.append(
+            m.AlertFacts(
+                id=aid,
+                rule=rule,
+                severity=severity,
+                community=community,
+                device=device,
+                opened_t=opened_t,
+                responded_t=responded,
+                on_site_t=on_site,
+                ended_t=ended,
+                false_alarm=any(to == "false_alarm" for _, to, _ in timeline),
+                escalated_to=frozenset(escalated.get(aid, ())),
+                accident=aid in accidents,
+                rescue=None
+                if record is None
+                else m.RescueFacts(
+                    record.arrival_t,
+                    record.released_by,
+                    record.method,
+                    record.entered_t,
+                    record.late,
+                ),
+            )
+        )
     return out
 
 
@@ -290,28 +352,52 @@ def assess(
         windows = company_windows[s.company]
         companies[s.company] = {
             "name": facts.names.get(s.company, s.company),
-            "score": s.score, "grade": s.grade, "rank": s.rank, "flags": s.flags,
+            "score": s.score,
+            "grade": s.grade,
+            "rank": s.rank,
+            "flags": s.flags,
             "communities": sorted({w.community for w in windows}),
             "days": sum((w.last_day - w.first_day).days + 1 for w in windows),
-            "lines": [{"kind": ln.kind, "item": ln.item, "measure": ln.measure,
-                       "value": ln.value, "points": ln.points, "evidence": list(ln.evidence)}
-                      for ln in s.lines],
+            "lines": [
+                {
+                    "kind": ln.kind,
+                    "item": ln.item,
+                    "measure": ln.measure,
+                    "value": ln.value,
+                    "points": ln.points,
+                    "evidence": list(ln.evidence),
+                }
+                for ln in s.lines
+            ],
             "measures": {k: v.as_json() for k, v in company_measures[s.company].items()},
-        }  # fmt: skip
+        }
     return {
-        "table": table.id, "table_name": table.name, "period": period.label,
-        "start": period.start.isoformat(), "end": period.end.isoformat(),
-        "ranked": len(ranked), "companies": companies, "communities": communities,
-    }  # fmt: skip
+        "table": table.id,
+        "table_name": table.name,
+        "period": period.label,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "ranked": len(ranked),
+        "companies": companies,
+        "communities": communities,
+    }
 
 
 async def _history(
     session: AsyncSession, table: CityTable, before: dt.date, n: int
 ) -> list[dict[str, int]]:
     """Ranks of the ``n`` signed periods of ``table`` ending before ``before``, newest first."""
-    rows = (await session.scalars(select(models.Assessment).where(
-        models.Assessment.table_id == table.id, models.Assessment.state == "signed",
-        models.Assessment.end < before).order_by(models.Assessment.end.desc()))).all()  # fmt: skip
+    rows = (
+        await session.scalars(
+            select(models.Assessment)
+            .where(
+                models.Assessment.table_id == table.id,
+                models.Assessment.state == "signed",
+                models.Assessment.end < before,
+            )
+            .order_by(models.Assessment.end.desc())
+        )
+    ).all()
     out: list[dict[str, int]] = []
     seen: set[str] = set()
     for row in rows:
@@ -331,9 +417,17 @@ async def _findings(
     session: AsyncSession, table: CityTable, period: Period
 ) -> dict[str, list[tuple[str, float, str]]]:
     out: dict[str, list[tuple[str, float, str]]] = {}
-    for f in (await session.scalars(select(models.Finding).where(
-            models.Finding.table_id == table.id, models.Finding.day >= period.start,
-            models.Finding.day <= period.end).order_by(models.Finding.id))).all():  # fmt: skip
+    for f in (
+        await session.scalars(
+            select(models.Finding)
+            .where(
+                models.Finding.table_id == table.id,
+                models.Finding.day >= period.start,
+                models.Finding.day <= period.end,
+            )
+            .order_by(models.Finding.id)
+        )
+    ).all():
         if f.company_id:
             out.setdefault(f.company_id, []).append((f.item, f.points, f"f:{f.id}"))
     return out
@@ -356,21 +450,32 @@ async def compute_assessment(
     in place. AssessmentError for a period that has not started or a correction of nothing."""
     if _today(now_t, tz) < period.start:
         raise AssessmentError(f"period {period.label} has not started: there is no data")
-    rows = (await session.scalars(select(models.Assessment).where(
-        models.Assessment.table_id == table.id, models.Assessment.period == period.label
-    ).order_by(models.Assessment.version.desc()))).all()  # fmt: skip
+    rows = (
+        await session.scalars(
+            select(models.Assessment)
+            .where(models.Assessment.table_id == table.id, models.Assessment.period == period.label)
+            .order_by(models.Assessment.version.desc())
+        )
+    ).all()
     latest = rows[0] if rows else None
     if latest is not None and latest.state == "signed" and correction is None:
         return latest
     if correction is not None and (latest is None or latest.state != "signed"):
         raise AssessmentError(f"{table.id} {period.label} has no signed version to correct")
     need = table.ranking.consecutive - 1 if table.ranking else 0
-    facts = await load_facts(session, table.districts, period, tz=tz,
-                             maintenance_days=maintenance_days)  # fmt: skip
-    body = assess(table, period, facts, now_t=now_t, tz=tz,
-                  findings=await _findings(session, table, period),
-                  history=await _history(session, table, period.start, need),
-                  progress=progress)  # fmt: skip
+    facts = await load_facts(
+        session, table.districts, period, tz=tz, maintenance_days=maintenance_days
+    )
+    body = assess(
+        table,
+        period,
+        facts,
+        now_t=now_t,
+        tz=tz,
+        findings=await _findings(session, table, period),
+        history=await _history(session, table, period.start, need),
+        progress=progress,
+    )
     text = json.dumps(body, ensure_ascii=False, sort_keys=True)
     if latest is not None and latest.state == "computed":
         latest.body, latest.computed_t, latest.computed_by = text, now_t, by
@@ -380,10 +485,18 @@ async def compute_assessment(
     if latest is not None:
         latest.state = "superseded"
     row = models.Assessment(
-        table_id=table.id, period=period.label, start=period.start, end=period.end,
-        version=version, state="computed", rules_digest=table_digest(table), body=text,
-        computed_t=now_t, computed_by=by, reason=correction or "",
-    )  # fmt: skip
+        table_id=table.id,
+        period=period.label,
+        start=period.start,
+        end=period.end,
+        version=version,
+        state="computed",
+        rules_digest=table_digest(table),
+        body=text,
+        computed_t=now_t,
+        computed_by=by,
+        reason=correction or "",
+    )
     session.add(row)
     await session.flush()
     return row
@@ -401,14 +514,23 @@ async def sign_assessment(
     if who.district not in table.districts and who.kind == "housing_bureau":
         raise AssessmentError(f"{org} is not a housing bureau of {', '.join(table.districts)}")
     if who.kind == "street_office":
-        count = await session.scalar(select(func.count()).select_from(models.Community).where(
-            models.Community.street_office_id == org,
-            models.Community.district.in_(table.districts)))  # fmt: skip
+        count = await session.scalar(
+            select(func.count())
+            .select_from(models.Community)
+            .where(
+                models.Community.street_office_id == org,
+                models.Community.district.in_(table.districts),
+            )
+        )
         if not count:
             raise AssessmentError(f"{org} has no community under {table.id}")
-    row = await session.scalar(select(models.Assessment).where(
-        models.Assessment.table_id == table.id, models.Assessment.period == period.label,
-        models.Assessment.state == "computed"))  # fmt: skip
+    row = await session.scalar(
+        select(models.Assessment).where(
+            models.Assessment.table_id == table.id,
+            models.Assessment.period == period.label,
+            models.Assessment.state == "computed",
+        )
+    )
     if row is None:
         raise AssessmentError(f"{table.id} {period.label}: nothing computed to sign")
     row.state, row.signed_t, row.signed_by = "signed", now_t, org
@@ -432,16 +554,25 @@ async def communities_of(
         query = query.where(models.Community.committee_id == org.id)
     elif org.kind == "property_company":
         held = select(models.Contract.community_id).where(
-            models.Contract.company_id == org.id, models.Contract.start <= period.end,
-            (models.Contract.end.is_(None)) | (models.Contract.end >= period.start))  # fmt: skip
+            models.Contract.company_id == org.id,
+            models.Contract.start <= period.end,
+            (models.Contract.end.is_(None)) | (models.Contract.end >= period.start),
+        )
         query = query.where(models.Community.id.in_(held))
     else:
         raise AssessmentError(f"{org.id} ({org.kind}) has no reports of communities")
     return list((await session.scalars(query)).all())
 
 
-_STEP_ZH: Final = {"open": "发生", "acknowledged": "确认", "on_site": "到场", "resolved": "解除",
-                   "false_alarm": "误报", "closed": "关闭", "escalated": "升级"}  # fmt: skip
+_STEP_ZH: Final = {
+    "open": "发生",
+    "acknowledged": "确认",
+    "on_site": "到场",
+    "resolved": "解除",
+    "false_alarm": "误报",
+    "closed": "关闭",
+    "escalated": "升级",
+}
 
 
 async def ledger_rows(
@@ -450,34 +581,56 @@ async def ledger_rows(
     """Every alert raised in ``period`` in ``communities``, oldest first, with its timeline
     as one line (``10-10 10:02 确认 pc-a; …``) and the organisation that answered first."""
     start_t, end_t = period.ms(tz)
-    query = select(models.Alert).where(
-        models.Alert.community_id.in_(communities), models.Alert.opened_t >= start_t,
-        models.Alert.opened_t < end_t)  # fmt: skip
+    where = (
+        models.Alert.community_id.in_(communities),
+        models.Alert.opened_t >= start_t,
+        models.Alert.opened_t < end_t,
+    )
+    query = select(models.Alert).where(*where)
     rows = (await session.scalars(query.order_by(models.Alert.opened_t, models.Alert.id))).all()
-    facts = {f.id: f for f in await _alert_facts(session, rows)}
+    facts = {f.id: f for f in await _alert_facts(session, where)}
     holders: dict[int, str] = {}
     steps: dict[int, list[str]] = {}
     ids = [r.id for r in rows]
     for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):
-        for rc in (await session.scalars(select(models.AlertRecipient).where(
-                models.AlertRecipient.alert_id.in_(chunk), models.AlertRecipient.step == "first",
-                models.AlertRecipient.role.in_(("company", "community_committee")))
-        )).all():  # fmt: skip
+        for rc in (
+            await session.scalars(
+                select(models.AlertRecipient).where(
+                    models.AlertRecipient.alert_id.in_(chunk),
+                    models.AlertRecipient.step == "first",
+                    models.AlertRecipient.role.in_(("company", "community_committee")),
+                )
+            )
+        ).all():
             holders[rc.alert_id] = rc.org_id
-        for tr in (await session.scalars(select(models.AlertTransition).where(
-                models.AlertTransition.alert_id.in_(chunk)).order_by(
-                models.AlertTransition.t, models.AlertTransition.id))).all():  # fmt: skip
+        for tr in (
+            await session.scalars(
+                select(models.AlertTransition)
+                .where(models.AlertTransition.alert_id.in_(chunk))
+                .order_by(models.AlertTransition.t, models.AlertTransition.id)
+            )
+        ).all():
             when = dt.datetime.fromtimestamp(tr.t / 1000, tz).strftime("%m-%d %H:%M")
             steps.setdefault(tr.alert_id, []).append(
                 f"{when} {_STEP_ZH.get(tr.to_state, tr.to_state)} {tr.by}"
             )
     return [
-        {"id": r.id, "community": r.community_id, "device": r.device, "rule": r.rule,
-         "severity": r.severity, "opened_t": r.opened_t, "responded_t": facts[r.id].responded_t,
-         "on_site_t": facts[r.id].on_site_t, "ended_t": facts[r.id].ended_t, "state": r.state,
-         "holder": holders.get(r.id), "steps": "; ".join(steps.get(r.id, []))}
+        {
+            "id": r.id,
+            "community": r.community_id,
+            "device": r.device,
+            "rule": r.rule,
+            "severity": r.severity,
+            "opened_t": r.opened_t,
+            "responded_t": facts[r.id].responded_t,
+            "on_site_t": facts[r.id].on_site_t,
+            "ended_t": facts[r.id].ended_t,
+            "state": r.state,
+            "holder": holders.get(r.id),
+            "steps": "; ".join(steps.get(r.id, [])),
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def community_body(
@@ -500,9 +653,21 @@ def community_body(
         whole = m.Window(cid, *period.ms(tz), period.start, period.end)
         mine = by_com.get(cid, [])
         got = m.compute(mine, facts.communities, [whole], today=today, now_t=now_t)
-        out[cid] = {"name": facts.names.get(cid, cid),
-                    "held_by": [{"company": who or None, "from": w.first_day.isoformat(),
-                                 "to": w.last_day.isoformat()} for who, w in held],
-                    "measures": {k: v.as_json() for k, v in got.items()}}  # fmt: skip
-    return {"period": period.label, "start": period.start.isoformat(),
-            "end": period.end.isoformat(), "communities": out}  # fmt: skip
+        out[cid] = {
+            "name": facts.names.get(cid, cid),
+            "held_by": [
+                {
+                    "company": who or None,
+                    "from": w.first_day.isoformat(),
+                    "to": w.last_day.isoformat(),
+                }
+                for who, w in held
+            ],
+            "measures": {k: v.as_json() for k, v in got.items()},
+        }
+    return {
+        "period": period.label,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "communities": out,
+    }
