@@ -77,8 +77,13 @@ def _spec(
         ft = field_type(kind, point.field)
         if ft is not None:
             field_kind = ft[0]
-        elif point.enum is not None or point.type == TEXT:
+        elif point.enum is not None:
             field_kind = "str"
+        elif point.type == TEXT:
+            # Text stays text (an id, a name) unless scale or offset make it a number.
+            plain = point.scale == 1.0 and point.offset == 0.0
+            whole = point.scale == int(point.scale) and point.offset == int(point.offset)
+            field_kind = "str" if plain else ("int" if whole else "float")
         elif point.type == "bool":
             field_kind = "bool"
         elif point.type not in ("f32", "f64") and point.scale == int(point.scale):
@@ -318,6 +323,11 @@ class _CompiledTopic:
             (e, _compile_path(e.path), {k: _compile_path(v) for k, v in e.data.items()})
             for e in topic.events
         ]
+        #: Every value some event lists, per JSON path: a value another event on the same
+        #: path takes is not a problem of this one.
+        self.listed: dict[str, list[str | int | bool]] = {}
+        for e in topic.events:
+            self.listed.setdefault(e.path, []).extend([*e.start, *e.end, *e.instant])
 
     def _time(self, raw: Any, sample: Sample) -> int | None:
         """The device's time in epoch ms, or None (with a problem: the message then keeps
@@ -369,6 +379,7 @@ class _CompiledTopic:
                 sample.problems.append(f"{name}: {value!r} at {spec.path!r} does not fit")
             else:
                 sample.fields[name] = converted
+        unlisted: set[str] = set()
         for ev, steps, data_paths in self.events:
             value = _get(doc, steps)
             if value is None:
@@ -384,7 +395,8 @@ class _CompiledTopic:
                 sample.set_event(ev.event, False, end_data=data)
             elif _same(value, ev.instant):
                 sample.instants.append((ev.event, data))
-            else:
+            elif not _same(value, self.listed[ev.path]) and ev.path not in unlisted:
+                unlisted.add(ev.path)  # one problem per value, however many events read it
                 sample.problems.append(f"{ev.event}: value {value!r} is not listed")
         return MqttMessage(str(address), t, sample)
 

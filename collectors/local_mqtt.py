@@ -74,7 +74,7 @@ class MqttSession:
             self.counts["too_large"] += 1
             return []
         items: list[Item] = []
-        matched = taken = False
+        matched = taken = unknown = False
         refusals: list[str] = []
         for profile_id, decoder in self._decoders.items():
             result = decoder.decode(topic, payload)
@@ -86,6 +86,7 @@ class MqttSession:
                 continue
             tracker = self.trackers.get((profile_id, result.address))
             if tracker is None:
+                unknown = True
                 continue
             taken = True
             self.counts["messages"] += 1
@@ -95,6 +96,10 @@ class MqttSession:
             tracker.last_seen_t = t  # silence is judged on arrival time, not the box's clock
         if not matched:
             self.counts["unmatched"] += 1
+        elif unknown and not taken:
+            # A device address no site device has (a box's new channel, a mistyped address).
+            self.counts["unknown_addresses"] += 1
+            log.debug("local message on %s: no device has its address", topic)
         elif refusals and not taken:
             # Refused only if no profile on this topic took it: two models sharing a topic
             # each refuse the other's messages, which is no fault.
@@ -104,10 +109,10 @@ class MqttSession:
 
     def diagnostics(self) -> dict[str, int]:
         """Messages refused since start: not JSON or without a device address, on no
-        pattern of the profiles, over the size limit."""
+        pattern of the profiles, for an address no device has, over the size limit."""
         c = self.counts
-        return {"refused": c["refused"], "unmatched": c["unmatched"],
-                "too_large": c["too_large"]}  # fmt: skip
+        names = ("refused", "unmatched", "unknown_addresses", "too_large")
+        return {name: c[name] for name in names}
 
     def check_silence(self, t: int) -> list[Item]:
         """Offline events for devices silent longer than their profile allows."""

@@ -332,7 +332,7 @@ class ModbusCollector:
                     )
                     polled.exception_logged = True
                 polled.tracker.counts["exceptions"] += 1
-                return []
+                return polled.tracker.answered(self._clock())
             if result.outcome != "ok":
                 return polled.tracker.miss(self._clock())
             blocks.append(result.data)
@@ -362,9 +362,12 @@ class ModbusCollector:
         return None if outcome == "ok" else f"{self.name}: unit {unit} coil {coil}: {outcome}"
 
     def poll_success(self) -> dict[str, tuple[int, int]]:
-        """Per device: (good answers, missed polls) so far."""
+        """Per device: (good answers, polls without data: missed or refused) so far."""
         return {
-            d.device.id: (d.tracker.counts["samples"], d.tracker.counts["misses"])
+            d.device.id: (
+                d.tracker.counts["samples"],
+                d.tracker.counts["misses"] + d.tracker.counts["exceptions"],
+            )
             for d in self.devices
         }
 

@@ -193,9 +193,10 @@ class Sample:
         *,
         end_data: dict[str, Any] | None = None,
     ) -> None:
-        """Mark ``event`` on or off; when several points name one event, any on wins."""
+        """Mark ``event`` on or off; when several points name one event, any on wins (and
+        their data merge: a status bit's empty data never hides a fault code)."""
         if on:
-            self.active[event] = data or {}
+            self.active[event] = {**(self.active.get(event) or {}), **(data or {})}
         else:
             self.active.setdefault(event, None)
             if end_data:

@@ -353,6 +353,17 @@ def _check_point(
         yield f"{path}.{key}", f"{key} goes with type: string, not {p.type}"
     if p.enum is not None and any(not isinstance(k, int) for k in p.enum):
         yield f"{path}.enum", f"the enum of a {p.type} maps numbers; text keys need type: string"
+    if targets[0] != "field" and (p.scale != 1.0 or p.offset != 0.0):
+        yield f"{path}.scale", f"scale and offset are for number fields, not {targets[0]}"
+    bounds = _raw_range(p)
+    if bounds is not None:
+        lo, hi = bounds
+        what = f"a {p.type}" if p.mask is None else f"the bit group {p.mask:#x}"
+        for key, table in (("enum", p.enum), ("codes", p.codes)):
+            for raw in table or {}:
+                if isinstance(raw, int) and not lo <= raw <= hi:
+                    yield (f"{path}.{key}.{raw}",
+                           f"{raw} can never come from {what} ({lo}..{hi})")  # fmt: skip
     if p.mask is not None or p.shift is not None:
         width = 8 * SIZE[p.type]
         if p.type in (*_FLOATS, "bool", *BCD_TYPES):
@@ -395,6 +406,27 @@ def _check_point(
         for code, event in p.codes.items():
             if event not in EVENTS_BY_KIND[kind]:
                 yield f"{path}.codes.{code}", _unknown_event(kind, event)
+
+
+def _raw_range(p: Point) -> tuple[int, int] | None:
+    """The raw integers a point can produce (before scale), or None (floats, text)."""
+    if p.type in _FLOATS or p.type == TEXT:
+        return None
+    width = 8 * SIZE[p.type]
+    if p.mask is not None:
+        if not 0 < p.mask < 1 << width:
+            return None  # reported elsewhere
+        shift = p.shift if p.shift is not None else (p.mask & -p.mask).bit_length() - 1
+        return 0, p.mask >> shift
+    if p.type == "bcd16":
+        return 0, 9999
+    if p.type == "bcd32":
+        return 0, 99_999_999
+    if p.type == "bool":
+        return 0, 1
+    if p.type.startswith("i"):
+        return -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return 0, (1 << width) - 1
 
 
 #: The longest text a point may read (bytes).
@@ -513,12 +545,13 @@ def _check_field(kind: str, p: Point, path: str) -> Iterator[tuple[str, str]]:
             yield f"{path}.enum", f"{kind} field {p.field!r} is {base}; enum is for named fields"
         for raw, label in p.enum.items():
             if allowed and label not in allowed:
-                names = ", ".join(sorted(allowed))
-                yield f"{path}.enum.{raw}", f"{label!r} is not allowed for {p.field}: {names}"
+                yield f"{path}.enum.{raw}", _not_allowed(p.field, label, allowed)
         if p.enum_default is not None and allowed and p.enum_default not in allowed:
-            yield f"{path}.enum_default", f"{p.enum_default!r} is not allowed for {p.field}"
-    if base == "int" and (p.scale != int(p.scale) or p.offset != int(p.offset)):
-        yield f"{path}.scale", f"{kind} field {p.field!r} is an integer; scale/offset must be too"
+            yield f"{path}.enum_default", _not_allowed(p.field, p.enum_default, allowed)
+    for key in ("scale", "offset"):
+        value = getattr(p, key)
+        if base == "int" and value != int(value):
+            yield f"{path}.{key}", f"{kind} field {p.field!r} is an integer; {key} must be too"
     if base == "int" and p.type in _FLOATS:
         yield f"{path}.type", f"{kind} field {p.field!r} is an integer; {p.type} cannot feed it"
 
@@ -574,15 +607,17 @@ def _check_modbus(p: ModbusProfile) -> Iterator[tuple[str, str]]:
 
 def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
     f = p.frame
-    bad_hex = False
+    good: dict[str, bytes] = {}
     for key in ("start", "end", "escape"):
         value = getattr(f, key)
         if value is not None and not _HEX.match(value):
             yield f"frame.{key}", f"{value!r} is not hex bytes; write them like 'AA 55'"
-            bad_hex = True
-    if bad_hex:
-        return
-    start = hex_bytes(f.start)
+        elif value is not None:
+            good[key] = hex_bytes(value)
+    # Bytes that are not hex are reported above; the rest is checked as if they were one
+    # byte each, so that one run still names every other problem.
+    start = good.get("start", b"\x00" * max(1, len(f.start.split())))
+    end = good.get("end", b"\x00" if f.end is not None else b"")
     if f.length_at is None and f.end is None:
         yield "frame", "a frame needs length_at or end to say where it stops"
     if not 4 <= f.max_length <= MAX_FRAME_BYTES:
@@ -590,13 +625,16 @@ def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
     if f.length_at is not None and f.length_at < len(start):
         yield "frame.length_at", "the length field cannot overlap the start bytes"
     if f.escape is not None:
-        if len(hex_bytes(f.escape)) != 1:
+        if "escape" in good and len(good["escape"]) != 1:
             yield "frame.escape", "the escape is one byte"
         if f.end is None:
             yield "frame.escape", "byte stuffing needs an end marker"
     if not 0 <= f.checksum_from < f.max_length:
         yield "frame.checksum_from", "must be a position inside the frame"
-    trailer = WIDTH[f.checksum] + (len(hex_bytes(f.end)) if f.end else 0)
+    if f.address_at is not None and not len(start) <= f.address_at < f.max_length:
+        yield "frame.address_at", (f"byte {f.address_at} is not inside a frame of at most "
+                                   f"{f.max_length} bytes after the start bytes")  # fmt: skip
+    trailer = WIDTH[f.checksum] + len(end)
     if not p.messages:
         yield "messages", "a framed profile needs at least one message"
     names: set[str] = set()
@@ -607,6 +645,10 @@ def _check_framed(p: FramedProfile) -> Iterator[tuple[str, str]]:
         names.add(m.name)
         if (m.when_byte is None) != (m.when_value is None):
             yield mpath, "when_byte and when_value go together"
+        if m.when_byte is not None and not 0 <= m.when_byte < f.max_length:
+            yield f"{mpath}.when_byte", f"byte {m.when_byte} is outside a frame of {f.max_length}"
+        if m.when_value is not None and not 0 <= m.when_value <= 0xFF:
+            yield f"{mpath}.when_value", f"{m.when_value:#x} is not a byte (0..0xff)"
         if m.instant is not None and m.instant not in EVENTS_BY_KIND[p.kind]:
             yield f"{mpath}.instant", _unknown_event(p.kind, m.instant)
         if not m.points and m.instant is None:
@@ -635,6 +677,9 @@ def _check_mqtt(p: MqttProfile) -> Iterator[tuple[str, str]]:
         names = [lv[1:-1] for lv in levels if lv.startswith("{") and lv.endswith("}")]
         if any(c in t.pattern for c in "+#") or not all(levels):
             yield f"{path}.pattern", "use {name} for a variable level; no + # or empty levels"
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            yield f"{path}.pattern", f"level {{{twice[0]}}} is named twice; give each its own name"
         source, _, ref = t.address.partition(":")
         if source not in ("topic", "json") or not ref:
             yield f"{path}.address", "write topic:NAME (a {NAME} level) or json:PATH"
@@ -657,6 +702,15 @@ def _check_mqtt(p: MqttProfile) -> Iterator[tuple[str, str]]:
                 yield f"{epath}.event", _unknown_event(p.kind, ev.event)
             if not (ev.start or ev.end or ev.instant):
                 yield epath, "list the values that start, end or are an instant event"
+            lists = {"start": ev.start, "end": ev.end, "instant": ev.instant}
+            seen: dict[str, str] = {}
+            for key, values in lists.items():
+                for v in values:
+                    token = repr(v).lower()
+                    if token in seen and seen[token] != key:
+                        why = f"{v!r} is also listed under {seen[token]}: one value, one meaning"
+                        yield f"{epath}.{key}", why
+                    seen.setdefault(token, key)
 
 
 def _check_mqtt_field(kind: str, name: str, mf: MqttField, path: str) -> Iterator[tuple[str, str]]:

@@ -98,12 +98,17 @@ class DeviceTracker:
                 del self.active[event]
                 end = sample.ended.get(event, was)  # the clearing message's own data, if any
                 items.append(Event(t, self.dev, self.kind, event, "end", end))
-            elif on is not None and was is not None and on.get("code") != was.get("code"):
-                # Same event, another fault code: end the old occurrence and start the new
-                # one so each keeps its own code. Other data (a snapshot) is only detail.
-                self.active[event] = on
-                items.append(Event(t, self.dev, self.kind, event, "end", was))
-                items.append(Event(t, self.dev, self.kind, event, "start", on))
+            elif on is not None and was is not None:
+                if "code" in on and "code" in was and on["code"] != was["code"]:
+                    # Same event, another fault code: end the old occurrence and start the
+                    # new one so each keeps its own code. Other data is only detail.
+                    self.active[event] = on
+                    items.append(Event(t, self.dev, self.kind, event, "end", was))
+                    items.append(Event(t, self.dev, self.kind, event, "start", on))
+                elif "code" in on and "code" not in was:
+                    # A status bit started it and a fault code now names it: one event,
+                    # whose end will carry the code.
+                    self.active[event] = on
         for event, data in sample.instants:
             items.append(Event(t, self.dev, self.kind, event, "instant", data))
         return items
@@ -119,6 +124,17 @@ class DeviceTracker:
         ):
             return was != value
         return abs(value - was) >= band
+
+    def answered(self, t: int) -> list[Item]:
+        """The device answered without data (a Modbus exception response): it is there, so
+        it is not offline (an offline event ends), but the poll is no success."""
+        self.last_seen_t = t
+        self.misses = 0
+        if not self.offline:
+            return []
+        self.offline = False
+        name, offline_data = OFFLINE_EVENT[self.kind]
+        return [Event(t, self.dev, self.kind, name, "end", offline_data)]
 
     def miss(self, t: int) -> list[Item]:
         """A poll that got no usable answer; after ``offline_after`` in a row: offline."""

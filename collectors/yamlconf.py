@@ -149,11 +149,32 @@ class _Removals:
 
     def __init__(self) -> None:
         self._gone: dict[str, list[int]] = {}
+        #: Single values taken out (the key then has its default), by path in the file.
+        self.leaves: set[str] = set()
 
     def touched(self, where: str) -> bool:
         """Whether elements were taken out of the list at ``where`` (a check about that list,
-        "needs at least one", would only repeat the type problem)."""
-        return where in self._gone
+        "needs at least one", would only repeat the type problem), or ``where`` is a value
+        taken out (a check of its default would mislead)."""
+        return where in self._gone or where in self.leaves
+
+    def drop_leaf(self, data: Any, steps: list[str | int | None]) -> bool:
+        """Take out just the value at ``steps`` (a key of a mapping), so that its object is
+        still converted and checked with the key's default; False if it is not a key or was
+        taken out before (then it was required: the caller drops its element)."""
+        if not steps or not isinstance(steps[-1], str):
+            return False
+        holder: Any = data
+        for step in steps[:-1]:
+            holder = _child(holder, step)
+            if holder is _MISSING_NODE:
+                return False
+        where = _render(self.original(steps))
+        if not isinstance(holder, dict) or steps[-1] not in holder or where in self.leaves:
+            return False
+        del holder[steps[-1]]
+        self.leaves.add(where)
+        return True
 
     def original(self, steps: list[str | int | None]) -> list[str | int | None]:
         out: list[str | int | None] = []
@@ -283,6 +304,30 @@ def _child(holder: Any, step: str | int | None) -> Any:
     return _MISSING_NODE
 
 
+def _stand_in(into: Any, original: Any, at: list[str | int | None]) -> str | None:
+    """For a required name that was wrong: the valid name nearest to what was written."""
+    options = _options_at(into, original, at)
+    if not options:
+        return None
+    written: Any = original
+    for step in at:
+        written = _child(written, step)
+    near = difflib.get_close_matches(str(written), options, n=1, cutoff=0.0)
+    return near[0] if near else options[0]
+
+
+def _put_key(data: Any, steps: list[str | int | None], name: str, value: Any) -> bool:
+    holder: Any = data
+    for step in steps:
+        holder = _child(holder, step)
+        if holder is _MISSING_NODE:
+            return False
+    if not isinstance(holder, dict) or name in holder:
+        return False
+    holder[name] = value
+    return True
+
+
 def _drop_key(data: Any, steps: list[str | int | None], name: str) -> bool:
     """Delete key ``name`` of the object at ``steps``; False if it is not there."""
     holder: Any = data
@@ -320,6 +365,23 @@ def _convert_all(
             if missing and not path and missing.group("name") in dropped:
                 return None, problems, removals  # a required key already reported as wrong
             steps = _steps(path)
+            if missing is not None:
+                name = missing.group("name")
+                at = removals.original([*steps, name])
+                if _render(at) in removals.leaves:
+                    # A required value taken out for its type problem (already reported).
+                    # A name from a fixed list: put the nearest valid one in its place, so
+                    # the rest is still checked (checks of it stay silent); else take out
+                    # its whole element, and say nothing more.
+                    stand_in = _stand_in(into, original, at)
+                    if stand_in is not None and _put_key(data, steps, name, stand_in):
+                        continue
+                    took = removals.drop(data, steps)
+                    if took is None:
+                        return None, problems, removals
+                    if took:
+                        dropped.add(took)
+                    continue
             unknown = _UNKNOWN.match(message)
             if unknown is not None and _drop_key(data, steps, unknown.group("name")):
                 # A key that is not one: named at its own line, with the nearest valid key;
@@ -335,6 +397,8 @@ def _convert_all(
             where = _render(removals.original(steps))
             reason = _explain(into, original, removals.original(steps), message)
             problems.append(Problem(source, _nearest_line(lines, where), where.lstrip("."), reason))
+            if removals.drop_leaf(data, steps):
+                continue  # the rest of its object is still converted and checked
             took = removals.drop(data, steps)
             if took is None:
                 return None, problems, removals

@@ -20,7 +20,7 @@ from collectors.decode import (
 from collectors.framing import FrameCodec
 from collectors.local_mqtt import MqttDevice, MqttSession
 from collectors.points import Sample, decode_raw
-from collectors.profile import ModbusProfile
+from collectors.profile import Message, ModbusProfile, MqttEvent
 from collectors.tracker import DeviceTracker
 from collectors.wire import Envelope, Event, Item, Reading, decode_envelope, encode_envelope
 from tests.collectors.profiles import (
@@ -484,3 +484,60 @@ def test_text_in_registers_becomes_names_numbers_or_a_counted_problem(
     sample = plan.decode([raw])
     what, value = want
     assert getattr(sample, what) == value
+
+
+def _modbus(points: list[dict[str, object]]) -> ModbusProfile:
+    return msgspec.convert(
+        {"protocol": "modbus_rtu", "profile": 1, "id": "t", "kind": "elevator", "maker": "m",
+         "model": "m", "report_interval_s": 1, "points": points},
+        ModbusProfile,
+    )  # fmt: skip
+
+
+def test_an_event_named_by_a_bit_and_a_fault_code_is_one_event() -> None:
+    """From an outside test of issue 14: a status bit and a BCD fault code both meaning
+    trapped flapped (end + start) whenever the code appeared, changed to unreadable or left
+    while the bit stayed on. It is one event from the first poll that says so to the last."""
+    bit = {"address": 0, "bits": {0: {"event": "trapped"}}}
+    code = {"address": 1, "type": "bcd16", "codes": {11: "trapped"}}
+    plan = ModbusPlan(_modbus([bit, code]))
+    tracker = DeviceTracker("el-1", "elevator", heartbeat_ms=60_000)
+    polls = [(1, 0x0000), (1, 0x0011), (1, 0x001A), (0, 0x0011), (0, 0x0000)]
+    got = []
+    for i, regs in enumerate(polls):
+        sample = plan.decode([ModbusPlan.registers_to_bytes(list(regs))])
+        got += [(i, e.state, e.data) for e in tracker.sample(i, sample) if isinstance(e, Event)]
+    assert got == [(0, "start", {}), (4, "end", {"code": 11})]
+
+
+def test_two_events_on_one_json_path_take_each_others_values_quietly() -> None:
+    topic = msgspec.structs.replace(CAMERA_LANE.topics[0], events=[
+        msgspec.convert({"event": "obstruction", "path": "type", "start": ["lane_block"],
+                         "end": ["lane_clear"]}, MqttEvent),
+        msgspec.convert({"event": "voice_warning", "path": "type", "instant": ["played"]},
+                        MqttEvent),
+    ])  # fmt: skip
+    session = MqttSession([MqttDevice("fl-1", msgspec.structs.replace(CAMERA_LANE, topics=[topic]),
+                                      "A")], started_t=T0)  # fmt: skip
+    for kind in ("lane_block", "played", "lane_clear", "nonsense"):
+        body = msgspec.json.encode({"ts": T0, "zone": "A", "type": kind})
+        session.handle(T0, "aibox/box-01/firelane", body)
+    # Only the value no event lists is a problem.
+    assert session.trackers["aibox-lane", "A"].counts["value_problems"] == 1
+
+
+def test_a_message_for_an_address_no_device_has_is_counted() -> None:
+    session = MqttSession([MqttDevice("fl-1", CAMERA_LANE, "A")], started_t=T0)
+    body = msgspec.json.encode({"ts": T0, "zone": "Z", "occupied": True})
+    assert session.handle(T0, "aibox/box-01/firelane", body) == []
+    assert session.diagnostics()["unknown_addresses"] == 1
+
+
+def test_text_in_event_data_becomes_a_number_only_with_scale_or_offset() -> None:
+    profile = msgspec.structs.replace(GATE, messages=[msgspec.convert(
+        {"name": "alarm", "instant": "invalid_attempts", "points": [
+            {"byte": 1, "type": "string", "length": 2, "field": "count", "scale": 2, "offset": 1},
+            {"byte": 3, "type": "string", "length": 2, "field": "door"}]}, Message)])  # fmt: skip
+    decoded = FrameDecoder(profile).decode(b"\x7e0512" + b"\x00" * 4)
+    assert decoded is not None
+    assert decoded[2].instants == [("invalid_attempts", {"count": 11, "door": "12"})]

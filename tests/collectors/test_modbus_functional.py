@@ -190,6 +190,24 @@ async def test_exact_items_across_crc_errors_silence_and_return(
         ]
         assert el1.tracker.misses == 0
 
+        # Offline, then answering only with exceptions (pymodbus does so for an unknown
+        # unit): it is there, so the offline event ends; the poll is still no success.
+        terminals.muted.add(1)
+        for _ in range(2):
+            assert await collector.poll(bus, el1) == []
+        assert await collector.poll(bus, el1) == [
+            Event(T, "el-1", "elevator", "terminal_offline", "start", {})
+        ]
+        terminals.muted.clear()
+        terminals.refuse.add(1)
+        assert await collector.poll(bus, el1) == [
+            Event(T, "el-1", "elevator", "terminal_offline", "end", {})
+        ]
+        assert await collector.poll(bus, el1) == []
+        _good, bad = collector.poll_success()["el-1"]
+        assert bad == el1.tracker.counts["misses"] + el1.tracker.counts["exceptions"]
+        terminals.refuse.clear()
+
 
 async def test_run_polls_every_device_and_reports_the_absent_one(
     pty_pair: PtyPair, terminals: Terminals

@@ -78,7 +78,7 @@ def test_integer_field_with_fractional_scale(tmp_path: Path) -> None:
         "word_order: big, scale: 0.5, field: trips}",
     )
     assert problem.endswith(
-        ":56: points[7].scale: elevator field 'trips' is an integer; scale/offset must be too"
+        ":56: points[7].scale: elevator field 'trips' is an integer; scale must be too"
     )
 
 
@@ -335,4 +335,60 @@ def test_text_points_are_checked_against_what_they_feed(tmp_path: Path) -> None:
         "points[8]: field 'power' is already set by points[2]",
         "points[10]: field 'run_hours' is already set by points[5]",
         "points[11]: field 'floor' is already set by points[3]",
+    ]
+
+
+def test_what_could_never_match_is_refused_in_one_run(tmp_path: Path) -> None:
+    """From an outside test of issue 14: settings that validated and then matched nothing
+    (an address byte past the frame, a message byte value over 0xff, an enum key a 3-bit
+    group cannot hold, scale on an event)."""
+    path = edited(
+        tmp_path,
+        "gate/jt-gc4.yaml",
+        ("address_at: 1", "address_at: 70"),
+        ("when_value: 0x21", "when_value: 0x181"),
+        ("enum: {0: normal, 1: held_open, 2: locked_down, 3: fire_release}",
+         "mask: 0x07, enum: {0: normal, 1: held_open, 9: locked_down}"),
+        ("{byte: 3, type: u8, event: device_fault}",
+         "{byte: 3, type: u8, event: device_fault, scale: 2}"),
+    )  # fmt: skip
+    got = [f"{p.path}: {p.reason}" for p in problems_of(path)]
+    assert got == [
+        "frame.address_at: byte 70 is not inside a frame of at most 64 bytes after the start bytes",
+        "messages[0].points[1].enum.9: 9 can never come from the bit group 0x7 (0..7)",
+        "messages[1].when_value: 0x181 is not a byte (0..0xff)",
+        "messages[2].points[0].scale: scale and offset are for number fields, not event",
+    ]
+    path = edited(
+        tmp_path,
+        "elevator/aibox-ebike.yaml",
+        ("aibox/{box}/elevator/{cam}/ebike", "aibox/{cam}/elevator/{cam}/ebike"),
+        ("end: [leave]", "end: [leave, Enter]"),
+    )
+    got = [f"{p.path}: {p.reason}" for p in problems_of(path)]
+    assert got == [
+        "topics[0].pattern: level {cam} is named twice; give each its own name",
+        "topics[0].events[0].end: 'Enter' is also listed under start: one value, one meaning",
+    ]
+
+
+def test_wrong_values_of_the_frame_do_not_hide_the_messages_problems(tmp_path: Path) -> None:
+    """From an outside test of issue 14: a file with a bad checksum name, a bad length size
+    and start bytes that are not hex took five runs to show its sixteen problems; the bad
+    values are now reported and the rest checked as if they were right, in one run."""
+    path = edited(
+        tmp_path,
+        "gate/jt-gc4.yaml",
+        ("checksum: crc16_ccitt", "checksum: crc16ccitt"),
+        ("escape: 7D", "escape: 7G"),
+        ("0: {field: open}", "0: {field: opened}"),
+        ("when_value: 0x21", "when_value: 0x121"),
+    )
+    got = [f"{p.path}: {p.reason}" for p in problems_of(path)]
+    assert got == [
+        "frame.checksum: 'crc16ccitt' is not one of crc16_ccitt, crc16_modbus, crc16_xmodem, "
+        "sum8, xor8; did you mean 'crc16_ccitt'?",
+        "frame.escape: '7G' is not hex bytes; write them like 'AA 55'",
+        "messages[0].points[0].bits.0.field: 'opened' is not a gate field; did you mean 'open'?",
+        "messages[1].when_value: 0x121 is not a byte (0..0xff)",
     ]
