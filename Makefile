@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # sudo only when not already root (CI and containers run as root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests run for real: broker, InfluxDB 1.x, serial pty pairs, browser.
+# Debian packages the tests run for real: broker, InfluxDB 1.x, serial pty pairs, browser;
+# and a Chinese font (fonts-noto-cjk) for the pages, reports and PDFs Chromium renders.
 SYSTEM_TOOLS := mosquitto:mosquitto influxd:influxdb socat:socat chromium:chromium
 
 .PHONY: demo test lint typecheck unit system-deps bench clean
@@ -27,6 +28,7 @@ system-deps:
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

@@ -311,3 +311,33 @@ def test_three_consecutive_periods_flag_exactly_when_they_should() -> None:
             "f": ["black", "black_streak"],
         },
     ]
+
+
+async def test_streaks_come_from_the_signed_periods_before(db: Database) -> None:
+    """Four quarters computed and signed in turn through SQL: pc-c's on-site findings put it
+    below pc-a in Q1-Q3 and above it in Q4 (pc-b only serves from 11-16). With two or three
+    companies the red and black lists are the top and bottom one; the streak flags appear in
+    Q3, the third signed quarter in a row, and not in Q4 when the run is broken."""
+    table = msgspec.structs.replace(load_tables()["chibi"], deductions=[])
+    now = at(1, 5, year=2027)
+    findings = {"2026-Q1": ("pc-c", 3), "2026-Q2": ("pc-c", 2), "2026-Q3": ("pc-c", 4),
+                "2026-Q4": ("pc-a", 5)}  # fmt: skip
+    flags = {}
+    for label, (company, points) in findings.items():
+        period = parse_period(label)
+        async with db.session(write=True) as s:
+            s.add(models.Finding(community_id="c1" if company == "pc-a" else "c4",
+                                 company_id=company, table_id="chibi", item="ledger_missing",
+                                 points=points, day=period.start, by="so-c", t=now))  # fmt: skip
+        async with db.session(write=True) as s:
+            row = await compute_assessment(s, table, period, by="test", now_t=now)
+            body = json.loads(row.body)
+            await sign_assessment(s, table, period, org="hb-c", now_t=now)
+        flags[label] = {c: v["flags"] for c, v in body["companies"].items() if v["flags"]}
+    assert flags == {
+        "2026-Q1": {"pc-a": ["red"], "pc-c": ["black"]},
+        "2026-Q2": {"pc-a": ["red"], "pc-c": ["black"]},
+        "2026-Q3": {"pc-a": ["red", "red_streak"], "pc-c": ["black", "black_streak"]},
+        # pc-a 95, pc-b 100 (no finding), pc-c 100: a tie on top shares rank 1.
+        "2026-Q4": {"pc-b": ["red"], "pc-c": ["red"], "pc-a": ["black"]},
+    }

@@ -18,6 +18,7 @@ import json
 import shutil
 import sqlite3
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
 from playwright.async_api import async_playwright
+from pypdf import PdfReader
 
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -113,6 +115,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )
     settings.write_text(text + f'smtp_url = "smtp://127.0.0.1:{box.port}"\n')
     reg = yaml.safe_load(DEMO_REGISTRY.read_text())
+    reg["organisations"].append(
+        {"id": "so-other", "kind": "street_office", "name": "另一街道", "district": "shanting"}
+    )
     for org in reg["organisations"]:
         if org["id"] in ("so-shancheng", "hb-shanting"):
             org["channels"] = [{"kind": "email", "address": f"duty@{org['id']}.example"}]
@@ -121,7 +126,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     done = run_linli("registry", "import", str(registry), "--config", str(settings))
     assert done.returncode == 0, done.stderr
     tokens = {}
-    for org in ("hb-shanting", "so-shancheng", "pc-anju", "pc-longzhu"):
+    for org in ("hb-shanting", "so-shancheng", "pc-anju", "pc-longzhu", "so-other"):
         made = run_linli("tokens", "create", org, "--config", str(settings))
         assert made.returncode == 0, made.stderr
         tokens[org] = made.stdout.split()[-1]
@@ -255,7 +260,13 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
             await browser.close()
     status, pdf, kind = call(srv, "GET", report + "&format=pdf", None, hb)
     assert (status, kind, pdf[:5]) == (200, "application/pdf", b"%PDF-")
-    assert b"/Type /Page" in pdf or b"/Type/Page" in pdf
+    # The PDF's text (NFKC: the CJK font maps some characters to their radical forms).
+    printed = unicodedata.normalize(
+        "NFKC", "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    )
+    assert "山亭区物业服务质量季度考核" in printed
+    assert anju["name"] in printed
+    assert str(fixed["companies"]["pc-anju"]["score"]) in printed
     status, ranking, _ = call(
         srv,
         "GET",
@@ -324,6 +335,9 @@ def test_records_and_bad_input(world: dict[str, Any]) -> None:
     assert (status, "has not started" in answer["error"]) == (409, True)
     form, kind = multipart({"community": C, "item": "ledger_missing", "points": "2"}, None)
     assert call(srv, "POST", "/api/compliance/findings", form, a, kind)[0] == 403
+    # Another street's office does not see meihuayuan at all.
+    status, raw, _ = call(srv, "POST", "/api/compliance/findings", form, tokens["so-other"], kind)
+    assert (status, json.loads(raw)["error"]) == (404, f"no community {C!r}")
     form, kind = multipart({"community": C, "item": "no_such_item", "points": "2"}, None)
     status, raw, _ = call(srv, "POST", "/api/compliance/findings", form, so, kind)
     assert status == 400
