@@ -241,7 +241,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
         audit.record(session, actor=caller.org, address=request.remote or "unknown",
                      action="maintenance", target=f"{req.community}/{req.device}",
                      detail={"day": day.isoformat(), "note": req.note})  # fmt: skip
-    await alerts.check_dates(only=(req.community, req.device))
+    await alerts.check_dates(only=(req.community, req.device), resolve_only=True)
     body = {"id": row.id, "community": req.community, "device": req.device,
             "day": day.isoformat(), "org": caller.org, "note": req.note}  # fmt: skip
     return web.json_response(body, status=201)

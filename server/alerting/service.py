@@ -475,9 +475,13 @@ class AlertService:
 
     # --- timers --------------------------------------------------------------------------
 
-    async def check_dates(self, only: tuple[str, str] | None = None) -> int:
+    async def check_dates(
+        self, only: tuple[str, str] | None = None, *, resolve_only: bool = False
+    ) -> int:
         """The date rules (maintenance overdue, inspection due or past) for every elevator,
-        or ``only`` one; the signals that changed something."""
+        or ``only`` one; the signals that changed something. ``resolve_only``: only end
+        alerts (a maintenance visit entered late, in a series of them, must not open an
+        alert that the next entry resolves; the daily check opens what is due)."""
         now = self.clock()
         today = dt.datetime.fromtimestamp(now / 1000, self.tz).date()
         async with self.db.session() as session:
@@ -530,6 +534,7 @@ class AlertService:
                 now=now,
             )
             if sig.active != (_running_key(c, d, sig.rule) in running)
+            and not (resolve_only and sig.active)
         ]
         if changes:
             await self._apply(changes, [], now)

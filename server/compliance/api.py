@@ -30,12 +30,14 @@ import hashlib
 import io
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
 import msgspec
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 from sqlalchemy import func, select
@@ -43,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.lifecycle import OPEN_STATES
 from alerts.routing import CommunityFacts, ContractTerm, company_on
+from server.compliance.build import REPORTS, NotComputedError, Report, build_report
 from server.compliance.citytable import CityTable
 from server.compliance.reports import (
     CONTENT_TYPES,
@@ -50,10 +53,6 @@ from server.compliance.reports import (
     Format,
     Lang,
     ReportError,
-    assessment_sheets,
-    ledger_sheets,
-    progress_sheets,
-    ranking_sheets,
     render,
     render_pdf,
     to_html,
@@ -61,10 +60,10 @@ from server.compliance.reports import (
 from server.compliance.store import (
     AssessmentError,
     Period,
+    assessment_json,
     communities_of,
     community_body,
     compute_assessment,
-    ledger_rows,
     load_facts,
     parse_period,
     sign_assessment,
@@ -85,9 +84,14 @@ RESULTS: Final = {
     "复检合格": "conditional",
 }
 MAX_ROWS: Final = 5000
+#: An inspection result may be entered this many days after the inspection at most.
+INSPECTION_BACKDATE_DAYS: Final = 800
 MAX_TEXT: Final = 2000
 PHOTO_TYPES: Final = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 GOVERNMENT: Final = frozenset({"housing_bureau", "street_office"})
+#: A finding or meeting may be recorded this many days late at most.
+RECORD_BACKDATE_DAYS: Final = 400
+_ISO_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _bad(message: str) -> web.HTTPError:
@@ -243,20 +247,12 @@ async def _assessment_row(
 
 
 def _view(row: models.Assessment, caller: Caller, full: bool) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(row.body)
+    body = assessment_json(row)
     if not full:
         mine = body["companies"].get(caller.org or "")
         body["companies"] = {caller.org: mine} if mine else {}
         body["communities"] = {}
-    return body | {
-        "version": row.version,
-        "state": row.state,
-        "signed_by": row.signed_by,
-        "signed_t": row.signed_t,
-        "computed_t": row.computed_t,
-        "reason": row.reason,
-        "rules_digest": row.rules_digest,
-    }
+    return body
 
 
 async def _reader(session: AsyncSession, caller: Caller, table: CityTable) -> bool:
@@ -358,7 +354,8 @@ async def post_sign(request: web.Request) -> web.Response:
         try:
             row = await sign_assessment(session, table, period, org=caller.org, now_t=_now(request))
         except AssessmentError as exc:
-            status = web.HTTPConflict if "nothing computed" in str(exc) else web.HTTPForbidden
+            conflict = "nothing computed" in str(exc) or "already" in str(exc)
+            status = web.HTTPConflict if conflict else web.HTTPForbidden
             raise json_error(status, str(exc)) from None
         audit.record(
             session,
@@ -378,7 +375,7 @@ async def post_sign(request: web.Request) -> web.Response:
 async def get_report(request: web.Request) -> web.Response:
     caller = caller_of(request)
     kind = request.match_info["report"]
-    if kind not in ("assessment", "ranking", "ledger", "progress"):
+    if kind not in REPORTS:
         raise json_error(
             web.HTTPNotFound, f"no report {kind!r}: assessment, ranking, ledger, progress"
         )
@@ -390,6 +387,7 @@ async def get_report(request: web.Request) -> web.Response:
         raise _bad("lang: zh or en")
     period = _period(request)
     alerts = request.app[ALERTS]
+    table, org = None, None
     async with request.app[DATABASE].session() as session:
         if kind in ("assessment", "ranking"):
             table = _table(request, request.query.get("table"))
@@ -399,20 +397,6 @@ async def get_report(request: web.Request) -> web.Response:
                     "a company reads its own assessment at "
                     f"/api/compliance/assessments/{table.id}/{period.label}",
                 )
-            row = await _assessment_row(session, table, period)
-            if row is None:
-                raise json_error(
-                    web.HTTPNotFound, f"{table.id} {period.label} has not been computed"
-                )
-            body: Any = _view(row, caller, True)
-            if kind == "ranking":
-                rk = table.ranking
-                cons = {"red": rk.top_consequence, "black": rk.bottom_consequence} if rk else {}
-                title = f"{table.name} 红黑榜 {period.label}"
-                sheets = ranking_sheets(body, cons, cast(Lang, lang))
-            else:
-                title = f"{table.name} {period.label} (v{row.version})"
-                sheets = assessment_sheets(body, cast(Lang, lang))
         else:
             org = await _org(session, caller)
             wanted = request.query.get("org")
@@ -420,32 +404,16 @@ async def get_report(request: web.Request) -> web.Response:
                 org = await session.get(models.Organisation, wanted)
                 if org is None:
                     raise json_error(web.HTTPNotFound, f"no organisation {wanted!r}")
-            try:
-                ids = await communities_of(session, org, period)
-            except AssessmentError as exc:
-                raise json_error(web.HTTPForbidden, str(exc)) from None
-            name = org.name if org is not None else "全部"
-            if kind == "ledger":
-                rows = await ledger_rows(session, ids, period, tz=alerts.tz)
-                title = f"{name} 周台账 {period.label}"
-                sheets, body = ledger_sheets(title, rows, alerts.tz, cast(Lang, lang)), rows
-            else:
-                districts = sorted(
-                    set(
-                        (
-                            await session.scalars(
-                                select(models.Community.district).where(
-                                    models.Community.id.in_(ids)
-                                )
-                            )
-                        ).all()
-                    )
-                )
-                facts = await load_facts(session, districts, period, tz=alerts.tz)
-                facts.holders = {k: v for k, v in facts.holders.items() if k in ids}
-                body = community_body(period, facts, now_t=_now(request), tz=alerts.tz)
-                title = f"{name} 工作进度表 {period.label}"
-                sheets = progress_sheets(body, cast(Lang, lang))
+        try:
+            built = await build_report(session, cast(Report, kind), period,
+                                       lang=cast(Lang, lang), tz=alerts.tz,
+                                       now_t=_now(request), table=table, org=org)  # fmt: skip
+        except NotComputedError as exc:
+            raise json_error(web.HTTPNotFound, str(exc)) from None
+        except AssessmentError as exc:
+            status = web.HTTPConflict if "not started" in str(exc) else web.HTTPForbidden
+            raise json_error(status, str(exc)) from None
+    title, sheets, body = built.title, built.sheets, built.body
     if fmt == "json":
         return web.json_response(body)
     try:
@@ -571,18 +539,26 @@ async def post_rescue(request: web.Request) -> web.Response:
 _INSPECTION_KEYS: Final = ("community", "device", "day", "result", "certificate_no", "next_date")
 
 
-def _rows_of(raw: bytes, content_type: str) -> list[dict[str, Any]]:
-    """Rows from a JSON object or list, a CSV (UTF-8, header row) or an XLSX (first sheet,
-    header row); ValueError says what is wrong."""
+def _rows_of(raw: bytes, content_type: str) -> list[tuple[str, dict[str, Any]]]:
+    """Rows from a JSON object or list (``item N``), a CSV (UTF-8, header row) or an XLSX
+    (first sheet, header row), each with where it is (``row N`` as the spreadsheet counts,
+    the header being row 1); ValueError says what is wrong."""
     if content_type in ("application/json", ""):
-        data = json.loads(raw or b"null")
+        try:
+            data = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise ValueError(f"the body is not JSON ({exc})") from None
         data = [data] if isinstance(data, dict) else data
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ValueError("a JSON object or a list of objects")
-        return data
+        return [(f"item {n}", r) for n, r in enumerate(data, 1)]
     if content_type == "text/csv":
-        text = raw.decode("utf-8-sig")
-        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError("the CSV is not UTF-8 text (save it as CSV UTF-8)") from None
+        reader = csv.DictReader(io.StringIO(text))
+        return [(f"row {reader.line_num}", dict(r)) for r in reader]
     if content_type == CONTENT_TYPES["xlsx"]:
         book = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
         sheet = book.worksheets[0]
@@ -591,20 +567,24 @@ def _rows_of(raw: bytes, content_type: str) -> list[dict[str, Any]]:
             return []
         head = [str(h or "").strip() for h in values[0]]
         return [
-            {h: v for h, v in zip(head, r, strict=False) if h}
-            for r in values[1:]
+            (f"row {n}", {h: v for h, v in zip(head, r, strict=False) if h})
+            for n, r in enumerate(values[1:], 2)
             if any(v not in (None, "") for v in r)
         ]
     raise ValueError(f"Content-Type {content_type!r}: send application/json, text/csv or XLSX")
 
 
 def _date(value: Any, key: str) -> dt.date:
+    """A date cell: an XLSX date, or text written YYYY-MM-DD (nothing else)."""
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or not _ISO_DAY.fullmatch(text):
+        raise ValueError(f"{key}: {value!r} is not a date (YYYY-MM-DD)")
     try:
-        return dt.date.fromisoformat(str(value).strip())
+        return dt.date.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{key}: {value!r} is not a date (YYYY-MM-DD)") from None
 
@@ -621,6 +601,8 @@ def _inspection(
     nxt = _date(row["next_date"], "next_date") if row.get("next_date") else None
     if day > today:
         raise ValueError(f"day: {day} is in the future")
+    if day < today - dt.timedelta(days=INSPECTION_BACKDATE_DAYS):
+        raise ValueError(f"day: {day} is more than {INSPECTION_BACKDATE_DAYS} days ago")
     if nxt is not None and nxt <= day:
         raise ValueError(f"next_date: {nxt} is not after day {day}")
     cert = str(row.get("certificate_no") or "").strip()
@@ -633,11 +615,12 @@ def _inspection(
 async def post_inspections(request: web.Request) -> web.Response:
     """Periodic inspection results (定期检验). Every row is checked first; one bad row and
     nothing is stored (each bad row is named). Entered by the operator, market supervision
-    of the district, the company serving the community or the elevator's maintenance unit."""
+    of the district, the company serving the community or the elevator's maintenance unit.
+    A row for a day already on record replaces it."""
     caller = caller_of(request)
     try:
         rows = _rows_of(await request.read(), request.content_type)
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         raise _bad(f"inspections: {exc}") from None
     except (zipfile.BadZipFile, InvalidFileException, KeyError, TypeError, IndexError) as exc:
         raise _bad(f"inspections: not a readable XLSX file ({type(exc).__name__})") from None
@@ -647,89 +630,104 @@ async def post_inspections(request: web.Request) -> web.Response:
         raise _bad(f"inspections: at most {MAX_ROWS} rows")
     today, now = _today(request), _now(request)
     problems: list[str] = []
-    good: list[models.InspectionResult] = []
-    async with request.app[DATABASE].session(write=True) as session:
+    parsed: list[tuple[str, tuple[str, str, dt.date, str, str, dt.date | None]]] = []
+    for where, row in rows:
+        unknown = sorted(set(row) - set(_INSPECTION_KEYS))
+        if unknown:
+            problems.append(
+                f"{where}: unknown column(s) {', '.join(map(str, unknown))}; "
+                f"columns: {', '.join(_INSPECTION_KEYS)}"
+            )
+            continue
+        try:
+            parsed.append((where, _inspection(row, today)))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    coms = sorted({p[0] for _, p in parsed})
+    # Checked in a read transaction with one query per table; written in one short one.
+    async with request.app[DATABASE].session() as session:
         org = await _org(session, caller)
-        for n, row in enumerate(rows, 1):
-            where = f"row {n}"
-            unknown = sorted(set(row) - set(_INSPECTION_KEYS))
-            if unknown:
-                problems.append(
-                    f"{where}: unknown column(s) {', '.join(map(str, unknown))}; "
-                    f"columns: {', '.join(_INSPECTION_KEYS)}"
+        devices = {
+            (d.community_id, d.id): d
+            for d in (
+                await session.scalars(
+                    select(models.Device).where(models.Device.community_id.in_(coms))
                 )
-                continue
-            try:
-                community, device, day, result, cert, nxt = _inspection(row, today)
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-            dev = await session.get(models.Device, (community, device))
-            if dev is None or dev.kind != "elevator" or not caller.scope.device(community, device):
-                problems.append(f"{where}: no elevator {device!r} in community {community!r}")
-                continue
-            if (
-                org is not None
-                and org.kind != "market_supervision"
-                and org.id
-                not in (dev.maintenance_unit_id, await _company_of(session, community, today))
-            ):
-                problems.append(
-                    f"{where}: {org.id} neither serves {community} nor maintains or "
-                    f"supervises {device}"
-                )
-                continue
-            good.append(
-                models.InspectionResult(
-                    community_id=community,
-                    device=device,
-                    day=day,
-                    result=result,
-                    certificate_no=cert,
-                    next_date=nxt,
-                    entered_by=caller.actor,
-                    entered_t=now,
-                )
+            ).all()
+        }
+        companies = {c: await _company_of(session, c, today) for c in coms}
+    good: dict[tuple[str, str, dt.date], models.InspectionResult] = {}
+    for where, (community, device, day, result, cert, nxt) in parsed:
+        dev = devices.get((community, device))
+        if dev is None or dev.kind != "elevator" or not caller.scope.device(community, device):
+            problems.append(f"{where}: no elevator {device!r} in community {community!r}")
+            continue
+        allowed = (dev.maintenance_unit_id, companies[community])
+        if org is not None and org.kind != "market_supervision" and org.id not in allowed:
+            problems.append(
+                f"{where}: {org.id} neither serves {community} nor maintains or supervises {device}"
             )
-        if problems:
-            raise json_error(
-                web.HTTPBadRequest, "inspections: nothing stored; " + "; ".join(problems[:50])
-            )
-        for rec in good:
-            old = await session.scalar(
-                select(models.InspectionResult).where(
-                    models.InspectionResult.community_id == rec.community_id,
-                    models.InspectionResult.device == rec.device,
-                    models.InspectionResult.day == rec.day,
-                )
-            )
-            if old is not None:
+            continue
+        good[community, device, day] = models.InspectionResult(
+            community_id=community,
+            device=device,
+            day=day,
+            result=result,
+            certificate_no=cert,
+            next_date=nxt,
+            entered_by=caller.actor,
+            entered_t=now,
+        )
+    if problems:
+        problems.sort(key=lambda text: int(re.match(r"\w+ (\d+)", text)[1]))  # type: ignore[index]
+        raise _bad(
+            "inspections: nothing stored; "
+            + "; ".join(problems[:50])
+            + (f"; and {len(problems) - 50} more" if len(problems) > 50 else "")
+        )
+    replaced = 0
+    async with request.app[DATABASE].session(write=True) as session:
+        R = models.InspectionResult  # noqa: N806
+        for old in (await session.scalars(select(R).where(R.community_id.in_(coms)))).all():
+            if (old.community_id, old.device, old.day) in good:
                 await session.delete(old)
-                await session.flush()
-            session.add(rec)
-            if rec.next_date is not None:
-                due = await session.get(models.Inspection, (rec.community_id, rec.device))
-                if due is None:
-                    session.add(
-                        models.Inspection(
-                            community_id=rec.community_id,
-                            device=rec.device,
-                            next_date=rec.next_date,
-                        )
-                    )
-                elif due.next_date < rec.next_date:
-                    due.next_date = rec.next_date
+                replaced += 1
+        await session.flush()
+        session.add_all(good.values())
+        dues = {
+            (i.community_id, i.device): i
+            for i in (
+                await session.scalars(
+                    select(models.Inspection).where(models.Inspection.community_id.in_(coms))
+                )
+            ).all()
+        }
+        for rec in good.values():
+            if rec.next_date is None:
+                continue
+            due = dues.get((rec.community_id, rec.device))
+            if due is None:
+                dues[rec.community_id, rec.device] = due = models.Inspection(
+                    community_id=rec.community_id, device=rec.device, next_date=rec.next_date
+                )
+                session.add(due)
+            elif due.next_date < rec.next_date:
+                due.next_date = rec.next_date
         audit.record(
             session,
             actor=caller.actor,
             address=request.remote or "unknown",
             action="inspections",
             target=f"{len(good)} rows",
-            detail={"devices": sorted({f"{r.community_id}/{r.device}" for r in good})},
+            detail={"replaced": replaced, "devices": sorted({f"{c}/{d}" for c, d, _ in good})},
         )
-    for pair in sorted({(r.community_id, r.device) for r in good}):
-        await request.app[ALERTS].check_dates(only=pair)
-    return web.json_response({"stored": len(good)}, status=201)
+    pairs = sorted({(c, d) for c, d, _ in good})
+    if len(pairs) > 20:
+        await request.app[ALERTS].check_dates()  # every elevator at once
+    else:
+        for pair in pairs:
+            await request.app[ALERTS].check_dates(only=pair)
+    return web.json_response({"stored": len(good), "replaced": replaced}, status=201)
 
 
 class _Meeting(msgspec.Struct, forbid_unknown_fields=True):
@@ -746,12 +744,19 @@ async def post_meeting(request: web.Request) -> web.Response:
         req = msgspec.json.decode(await request.read(), type=_Meeting)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise _bad(f"meeting: {exc}") from None
-    if req.day > _today(request):
-        raise _bad(f"day: {req.day} is in the future")
+    _recent_day(request, req.day.isoformat())
     async with request.app[DATABASE].session(write=True) as session:
         com = await session.get(models.Community, req.community)
         if com is None or not caller.scope.whole(req.community):
             raise json_error(web.HTTPNotFound, f"no community {req.community!r}")
+        holder = await _company_of(session, req.community, req.day)
+        if caller.org is not None and caller.org not in (
+            com.committee_id,
+            com.street_office_id,
+            holder,
+        ):
+            raise json_error(web.HTTPForbidden, "a meeting is recorded by the community's "
+                             "committee, its street office or the company serving it")  # fmt: skip
         exists = await session.scalar(
             select(models.MeetingRecord.id).where(
                 models.MeetingRecord.community_id == req.community,
@@ -790,15 +795,57 @@ async def _form(request: web.Request) -> tuple[dict[str, str], tuple[bytes, str]
         if not isinstance(part, BodyPartReader) or part.name is None:
             raise ValueError("nested multipart is not accepted")
         if part.name == "photo":
+            if photo is not None:
+                raise ValueError("one photo per finding")
             kind = part.headers.get("Content-Type", "")
             if kind not in PHOTO_TYPES:
                 raise ValueError(f"photo: {kind or 'no type'}; send {', '.join(PHOTO_TYPES)}")
-            photo = (bytes(await part.read()), kind)
-        elif part.name in ("community", "item", "points", "note", "day"):
+            data = bytes(await part.read())
+            if not _looks_like(kind, data):
+                raise ValueError(f"photo: the bytes are not a {kind} picture")
+            photo = (data, kind)
+        elif part.name in fields:
+            raise ValueError(f"field {part.name!r} given twice")
+        elif part.name in ("community", "item", "points", "note", "day", "table"):
             fields[part.name] = (await part.text())[: MAX_TEXT + 1]
         else:
             raise ValueError(f"unknown field {part.name!r}")
     return fields, photo
+
+
+_MAGIC: Final = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+                 "image/webp": (b"RIFF",)}  # fmt: skip
+
+
+def _looks_like(kind: str, data: bytes) -> bool:
+    """The picture's own signature matches its declared type (a PNG's chunk after the
+    signature must be IHDR; a WebP's RIFF header names WEBP)."""
+    if not any(data.startswith(m) for m in _MAGIC[kind]):
+        return False
+    if kind == "image/png":
+        return data[12:16] == b"IHDR"
+    if kind == "image/webp":
+        return data[8:12] == b"WEBP"
+    return len(data) > 4
+
+
+def _recent_day(request: web.Request, text: str | None) -> dt.date:
+    """A day given as YYYY-MM-DD (default today): not in the future, not more than
+    RECORD_BACKDATE_DAYS ago; 400 otherwise."""
+    today = _today(request)
+    if not text:
+        return today
+    if not _ISO_DAY.fullmatch(text):
+        raise _bad(f"day: {text!r} is not a date (YYYY-MM-DD)")
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise _bad(f"day: {text!r} is not a date (YYYY-MM-DD)") from None
+    if day > today:
+        raise _bad(f"day: {day} is in the future")
+    if day < today - dt.timedelta(days=RECORD_BACKDATE_DAYS):
+        raise _bad(f"day: {day} is more than {RECORD_BACKDATE_DAYS} days ago")
+    return day
 
 
 def _store_photo(folder: Path, sha: str, data: bytes, suffix: str) -> None:
@@ -821,19 +868,17 @@ async def post_finding(request: web.Request) -> web.Response:
         raise _bad("findings: send multipart/form-data (community, item, points, note, photo)")
     try:
         fields, photo = await _form(request)
-        points = float(fields.get("points", ""))
-    except (ValueError, AssertionError) as exc:
+    except ValueError as exc:
         raise _bad(f"finding: {exc}") from None
+    except HttpProcessingError:
+        raise _bad("finding: the body is not valid multipart/form-data") from None
+    try:
+        points = float(fields.get("points", ""))
+    except ValueError:
+        raise _bad(f"points: {fields.get('points', '')!r} is not a number") from None
     if not math.isfinite(points):
         raise _bad("points: a finite number")
-    day = _today(request)
-    if fields.get("day"):
-        try:
-            day = dt.date.fromisoformat(fields["day"])
-        except ValueError:
-            raise _bad(f"day: {fields['day']!r} is not a date") from None
-        if day > _today(request):
-            raise _bad(f"day: {day} is in the future")
+    day = _recent_day(request, fields.get("day"))
     if len(fields.get("note", "")) > MAX_TEXT:
         raise _bad(f"note: longer than {MAX_TEXT} characters")
     community, item = fields.get("community", ""), fields.get("item", "")
@@ -844,7 +889,11 @@ async def post_finding(request: web.Request) -> web.Response:
         tables = [t for t in request.app[COMPLIANCE_TABLES].values() if com.district in t.districts]
         if not tables:
             raise json_error(web.HTTPConflict, f"no city table covers district {com.district}")
-        table = tables[0]
+        wanted = fields.get("table")
+        if wanted is not None and wanted not in {t.id for t in tables}:
+            ids = ", ".join(t.id for t in tables)
+            raise _bad(f"table: {wanted!r} does not cover {community}; tables: {ids}")
+        table = next(t for t in tables if wanted in (None, t.id))
         org = await _org(session, caller)
         if (
             org is None
@@ -982,7 +1031,12 @@ async def get_dossier(request: web.Request) -> web.Response:
             )
         ).all()
         scores = []
-        if company is not None:
+        # Scores are for who assesses (the operator, the street office, the housing bureau:
+        # computed and signed) and for the company itself (signed only); not for the
+        # committee, the neighbourhood centre or anyone else who sees the community.
+        reader = await _org(session, caller)
+        assesses = reader is None or reader.kind in GOVERNMENT
+        if company is not None and (assesses or caller.org == company):
             for a in (
                 await session.scalars(
                     select(models.Assessment)
@@ -992,7 +1046,7 @@ async def get_dossier(request: web.Request) -> web.Response:
                 )
             ).all():
                 entry = json.loads(a.body)["companies"].get(company)
-                if entry is not None:
+                if entry is not None and (assesses or a.state == "signed"):
                     scores.append(
                         {
                             "table": a.table_id,

@@ -27,6 +27,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from collectors.wire import ID_PATTERN
 from collectors.yamlconf import load_yaml
 from server.compliance.measures import MEASURES, Measure
 
@@ -133,7 +134,26 @@ def _measure_problem(name: str) -> str:
     return f"{name!r} is not a measure; {hint}"
 
 
+def _numbers(t: CityTable) -> Iterator[tuple[str, float]]:
+    """Every number of the table, by path."""
+    yield "base", t.base
+    yield "findings_cap", t.findings_cap
+    yield "rescue_record_hours", t.rescue_record_hours
+    for name, items in (("deductions", t.deductions), ("bonuses", t.bonuses),
+                        ("findings", t.findings), ("grades", t.grades)):  # fmt: skip
+        for i, item in enumerate(items):
+            for key in item.__struct_fields__:
+                value = getattr(item, key)
+                if isinstance(value, float | int) and not isinstance(value, bool):
+                    yield f"{name}[{i}].{key}", float(value)
+
+
 def _check(t: CityTable) -> Iterator[tuple[str, str]]:
+    if not ID_PATTERN.match(t.id):
+        yield "id", f"{t.id!r} is not a slug like 'chibi'"
+    for path, value in _numbers(t):
+        if not math.isfinite(value):
+            yield path, f"{value} is not a finite number"
     if not t.districts:
         yield "districts", "list the districts this table applies to"
     for i, d in enumerate(t.deductions):
@@ -149,8 +169,10 @@ def _check(t: CityTable) -> Iterator[tuple[str, str]]:
             yield f"{path}.per", f"{d.measure} is a share (0..1): use below"
         elif bounds[0] == "per" and (d.per or 0) <= 0:
             yield f"{path}.per", "must be > 0"
-        elif bounds[0] == "below" and unit == "share" and not 0 <= (d.below or 0) <= 1:
-            yield f"{path}.below", f"{d.measure} is a share: a bound in 0..1"
+        elif bounds[0] in ("below", "above") and unit == "share":
+            bound = d.below if d.below is not None else d.above
+            if bound is not None and not 0 <= bound <= 1:
+                yield f"{path}.{bounds[0]}", f"{d.measure} is a share: a bound in 0..1"
         if d.points <= 0:
             yield f"{path}.points", "points off are > 0"
         if d.cap is not None and d.cap < d.points:

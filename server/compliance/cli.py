@@ -17,6 +17,7 @@ Exit status: 0 done, 2 a bad argument, table or period (the message names it).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
@@ -28,26 +29,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from collectors.yamlconf import ConfigError
+from server.compliance.build import Report, build_report
 from server.compliance.citytable import CityTable, all_tables, load_table
 from server.compliance.reports import (
     FORMATS,
     Format,
     Lang,
-    assessment_sheets,
-    ledger_sheets,
-    progress_sheets,
-    ranking_sheets,
     render,
     render_pdf,
     to_html,
 )
 from server.compliance.store import (
     AssessmentError,
-    communities_of,
-    community_body,
     compute_assessment,
-    ledger_rows,
-    load_facts,
     parse_period,
     sign_assessment,
 )
@@ -56,6 +50,8 @@ from server.store import audit, models
 from server.store.db import open_database
 
 __all__ = ["add_report_parser", "run_report"]
+
+MAX_REASON = 2000
 
 
 def add_report_parser(sub: Any) -> None:
@@ -71,6 +67,7 @@ def add_report_parser(sub: Any) -> None:
         "correct": "make a new version of a signed period, with a reason",
     }
     parsers = [t]
+    sign = None
     for name, help_ in actions.items():
         p = rsub.add_parser(name, help=help_)
         p.add_argument("table", help="city table id (linli report tables)")
@@ -78,6 +75,7 @@ def add_report_parser(sub: Any) -> None:
         parsers.append(p)
         if name == "sign":
             p.add_argument("--org", required=True, help="the signing organisation's id")
+            sign = p
         if name == "correct":
             p.add_argument("--reason", required=True, help="why (kept with the version)")
     for name, help_ in {"ledger": "the ledger (台账) of alerts and their handling",
@@ -88,10 +86,25 @@ def add_report_parser(sub: Any) -> None:
         parsers.append(p)
     for p in parsers:
         p.add_argument("--config", type=Path, help="settings TOML (database, tables)")
-        if p is not t:
+        if p not in (t, sign):
             p.add_argument("--format", choices=FORMATS, help="default: from --out, else csv")
             p.add_argument("--out", type=Path, help="write here instead of stdout")
             p.add_argument("--lang", choices=("zh", "en"), default="zh")
+
+
+async def _empty_districts(settings: Settings, table: CityTable) -> list[str]:
+    """The table's districts no community of the registry is in (a typo, most likely)."""
+    async with open_database(settings.database_url) as db, db.session() as session:
+        known = set((await session.scalars(select(models.Community.district))).all())
+    return [d for d in table.districts if d not in known]
+
+
+def _actor() -> str:
+    """How the audit log names a command-line user (docs/security.md): ``cli:<login>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -158,6 +171,10 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
                 problems += len(exc.problems)
                 continue
             print(f"{path}: OK ({table.id}: {table.name}, districts {', '.join(table.districts)})")
+            if args.config is not None:
+                for district in await _empty_districts(settings, table):
+                    print(f"{path}: warning: no community of the registry is in district "
+                          f"{district!r}", file=sys.stderr)  # fmt: skip
         if problems:
             print(f"{problems} problem(s) found", file=sys.stderr)
         return 2 if problems else 0
@@ -165,10 +182,16 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
     if action == "tables":
         for table in tables.values():
             print(f"{table.id}\t{table.name}\t{table.period}\t{','.join(table.districts)}")
+            if args.config is not None:
+                for district in await _empty_districts(settings, table):
+                    print(f"{table.id}: warning: no community of the registry is in district "
+                          f"{district!r}", file=sys.stderr)  # fmt: skip
         return 0
     tz = ZoneInfo(settings.timezone)
     now = time.time_ns() // 1_000_000
     period = parse_period(args.period)
+    if action == "correct" and not 0 < len(args.reason.strip()) <= MAX_REASON:
+        raise AssessmentError(f"--reason: say why, in 1..{MAX_REASON} characters")
     async with open_database(settings.database_url) as db:
         if action in ("ledger", "progress"):
             async with db.session() as session:
@@ -177,52 +200,33 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
                     org = await session.get(models.Organisation, args.org)
                     if org is None:
                         raise AssessmentError(f"no organisation {args.org!r}")
-                ids = await communities_of(session, org, period)
-                name = org.name if org is not None else "全部"
-                if action == "ledger":
-                    rows = await ledger_rows(session, ids, period, tz=tz)
-                    title = f"{name} 周台账 {period.label}"
-                    await _emit(args, title, ledger_sheets(title, rows, tz, args.lang), rows)
-                    return 0
-                query = select(models.Community).where(models.Community.id.in_(ids))
-                coms = (await session.scalars(query)).all()
-                districts = sorted({c.district for c in coms})
-                facts = await load_facts(session, districts, period, tz=tz)
-            facts.holders = {k: v for k, v in facts.holders.items() if k in ids}
-            body = community_body(period, facts, now_t=now, tz=tz,
-                                  progress=_progress("communities"))  # fmt: skip
-            title = f"{name} 工作进度表 {period.label}"
-            await _emit(args, title, progress_sheets(body, args.lang), body)
+                kind = cast(Report, action)
+                built = await build_report(session, kind, period, lang=args.lang, tz=tz,
+                                           now_t=now, org=org)  # fmt: skip
+            await _emit(args, built.title, built.sheets, built.body)
             return 0
         table = _table(tables, args.table)
         async with db.session(write=True) as session:
             if action == "sign":
                 row = await sign_assessment(session, table, period, org=args.org, now_t=now)
-                audit.record(session, actor=f"cli:{args.org}", address="local",
+                audit.record(session, actor=_actor(), address="local",
                              action="assessment_sign",
                              target=f"{table.id}/{period.label}/v{row.version}")  # fmt: skip
                 print(f"{table.id} {period.label} version {row.version} signed by {args.org}")
                 return 0
             row = await compute_assessment(
-                session, table, period, by="cli", now_t=now, tz=tz,
+                session, table, period, by=_actor(), now_t=now, tz=tz,
                 correction=args.reason if action == "correct" else None,
                 progress=_progress("companies"),
             )  # fmt: skip
             if action == "correct":
-                audit.record(session, actor="cli", address="local", action="assessment_correct",
+                audit.record(session, actor=_actor(), address="local", action="assessment_correct",
                              target=f"{table.id}/{period.label}/v{row.version}",
                              detail={"reason": args.reason})  # fmt: skip
-            body = json.loads(row.body)
-        body["version"], body["state"] = row.version, row.state
-        if action == "ranking":
-            consequences = {}
-            if table.ranking is not None:
-                consequences = {"red": table.ranking.top_consequence,
-                                "black": table.ranking.bottom_consequence}  # fmt: skip
-            title = f"{table.name} 红黑榜 {period.label}"
-            await _emit(args, title, ranking_sheets(body, consequences, args.lang), body)
-        else:
-            title = f"{table.name} {period.label} (v{row.version}, {row.state})"
-            await _emit(args, title, assessment_sheets(body, args.lang), body)
+        async with db.session() as session:
+            kind = "ranking" if action == "ranking" else "assessment"
+            built = await build_report(session, kind, period, lang=args.lang, tz=tz, now_t=now,
+                                       table=table)  # fmt: skip
+        await _emit(args, built.title, built.sheets, built.body)
         print(f"{table.id} {period.label}: version {row.version}, {row.state}", file=sys.stderr)
     return 0

@@ -87,6 +87,7 @@ class RescueFacts:
     method: str
     entered_t: int
     late: bool
+    released_t: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +212,7 @@ def _maintained_in_time(days: Sequence[dt.date], w: Window, limit: int, today: d
             return False
         last = d
     if last is None:
-        return (end - w.first_day).days < limit
+        return False  # no maintenance on record at all: nothing shows it was maintained
     return (end - last).days <= limit
 
 
@@ -244,11 +245,14 @@ def compute(
 
     # Response: the first person's step, for alerts that ask for one (false alarms too:
     # somebody had to look). An alert that ended with nobody responding is not in time.
-    asked = [a for a in every if a.rule in RESPONSE_RULES]
-    times = [a.responded_t - a.opened_t for a in asked if a.responded_t is not None]
     limit = RESPONSE_DEADLINE_S * 1000
+    # An alert nobody has answered yet but whose deadline is still to come is not judged.
+    asked = [a for a in every if a.rule in RESPONSE_RULES
+             and not (a.responded_t is None and now_t - a.opened_t <= limit)]  # fmt: skip
+    answered = [a for a in asked if a.responded_t is not None]
+    times = [a.responded_t - a.opened_t for a in answered if a.responded_t is not None]
     late = [a for a in asked if a.responded_t is None or a.responded_t - a.opened_t > limit]
-    refs = [f"a:{a.id}" for a in asked]
+    refs = [f"a:{a.id}" for a in answered]
     out["response_p50_s"] = Measure(_seconds(percentile(times, 50)), len(times), refs)
     out["response_p90_s"] = Measure(_seconds(percentile(times, 90)), len(times), refs)
     out["response_in_time"] = Measure(
@@ -260,29 +264,41 @@ def compute(
     trapped = [a for a in every if a.rule == "trapped"]
     count("trapped", trapped)
     arrivals: list[int] = []
+    arrived_refs: list[str] = []
     missing: list[AlertFacts] = []
     slow: list[AlertFacts] = []
+    pending: list[AlertFacts] = []
     for a in trapped:
         arrived = a.on_site_t if a.on_site_t is not None else (
             a.rescue.arrival_t if a.rescue is not None else None)  # fmt: skip
+        deadline = communities[a.community].arrival_deadline_min * 60_000
         if arrived is None:
-            missing.append(a)
+            # Not recorded yet: judged once the arrival deadline has passed.
+            (pending if now_t - a.opened_t <= deadline else missing).append(a)
             continue
         arrivals.append(arrived - a.opened_t)
-        deadline = communities[a.community].arrival_deadline_min * 60_000
+        arrived_refs.append(f"a:{a.id}")
         if arrived - a.opened_t > deadline:
             slow.append(a)
-    trefs = [f"a:{a.id}" for a in trapped]
-    out["arrival_p50_s"] = Measure(_seconds(percentile(arrivals, 50)), len(arrivals), trefs)
-    out["arrival_p90_s"] = Measure(_seconds(percentile(arrivals, 90)), len(arrivals), trefs)
+    judged = len(trapped) - len(pending)
+    out["arrival_p50_s"] = Measure(_seconds(percentile(arrivals, 50)), len(arrivals), arrived_refs)
+    out["arrival_p90_s"] = Measure(_seconds(percentile(arrivals, 90)), len(arrivals), arrived_refs)
     out["arrival_in_time"] = Measure(
-        _share(len(trapped) - len(missing) - len(slow), len(trapped)), len(trapped),
+        _share(judged - len(missing) - len(slow), judged), judged,
         [f"a:{a.id}" for a in (*missing, *slow)],
     )  # fmt: skip
     count("arrival_not_recorded", missing)
     count("rescue_records_late", [a for a in trapped if a.rescue is not None and a.rescue.late])
-    rescues = [a.ended_t - a.opened_t for a in trapped if a.ended_t is not None]
-    out["rescue_p50_s"] = Measure(_seconds(percentile(rescues, 50)), len(rescues), trefs)
+    # The rescue lasted until the passengers were released (the rescue record), else until
+    # the alert ended (the condition's end confirmed after the flapping window).
+    rescues: list[tuple[int, int]] = []
+    for a in trapped:
+        released = a.rescue.released_t if a.rescue is not None else None
+        end = released if released is not None else a.ended_t
+        if end is not None:
+            rescues.append((end - a.opened_t, a.id))
+    out["rescue_p50_s"] = Measure(_seconds(percentile([d for d, _ in rescues], 50)),
+                                  len(rescues), [f"a:{i}" for _, i in rescues])  # fmt: skip
     count("accidents", [a for a in every if a.accident])
     count("elevator_faults", [a for a in every if a.rule == "elevator_fault"])
 

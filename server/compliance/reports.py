@@ -16,8 +16,10 @@ import datetime as dt
 import functools
 import html
 import io
+import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ __all__ = [
     "ranking_sheets",
     "render",
     "render_pdf",
+    "report_title",
 ]
 
 Format = Literal["xlsx", "csv", "html", "pdf", "json"]
@@ -55,6 +58,9 @@ CONTENT_TYPES: Final = {
     "pdf": "application/pdf",
     "json": "application/json",
 }
+
+
+log = logging.getLogger(__name__)
 
 
 class ReportError(RuntimeError):
@@ -109,6 +115,11 @@ _WORDS: Final[dict[str, tuple[str, str]]] = {
     "bonus": ("加分", "bonus"),
     "finding": ("现场检查", "on-site finding"),
     "period": ("考核期", "Period"),
+    "list": ("榜单", "List"),
+    "streak": ("连续上榜", "Streak"),
+    "consequence": ("后果", "Consequence"),
+    "rescue_arrival": ("救援到场", "Rescue arrival"),
+    "released_by": ("解困人员与方式", "Released by, how"),
     "signed": ("已签发", "signed off"),
     "computed": ("待审核", "computed, not signed"),
     "superseded": ("已更正", "superseded"),
@@ -131,51 +142,9 @@ def _fmt(value: Any) -> Any:
     return "" if value is None else value
 
 
-def assessment_sheets(body: Mapping[str, Any], lang: Lang = "zh") -> list[Sheet]:
-    """The assessment: ranked companies; each deduction/bonus/finding with its evidence; and
-    every measure of every company."""
-    w = functools.partial(word, lang=lang)
-    companies = sorted(body["companies"].items(), key=lambda kv: kv[1]["rank"])
-    main = Sheet(
-        f"{body['table_name']} {body['period']}",
-        [w("rank"), w("company"), w("score"), w("grade"), w("flags"), w("communities"),
-         w("days")],
-        [[c["rank"], c["name"], c["score"], c["grade"], "、".join(w(f) for f in c["flags"]),
-          "、".join(c["communities"]), c["days"]] for _, c in companies],
-        note=f"{w('period')}: {body['start']} – {body['end']}",
-    )  # fmt: skip
-    lines = Sheet(
-        w("breakdown"),
-        [w("company"), w("kind"), w("item"), w("measure"), w("value"), w("points"),
-         w("evidence")],
-        [[c["name"], w(ln["kind"]), ln["item"], ln["measure"], _fmt(ln["value"]), ln["points"],
-          " ".join(ln["evidence"])] for _, c in companies for ln in c["lines"]],
-    )  # fmt: skip
-    keys = list(MEASURES)
-    table = Sheet(
-        w("measures"),
-        [w("company"), *(measure_name(k, lang) for k in keys)],
-        [[c["name"], *(_fmt(c["measures"][k]["value"]) for k in keys)] for _, c in companies],
-    )
-    return [main, lines, table]
-
-
-def ranking_sheets(
-    body: Mapping[str, Any], consequences: Mapping[str, str], lang: Lang = "zh"
-) -> list[Sheet]:
-    """The red and black lists (红黑榜) with each list's consequence."""
-    w = functools.partial(word, lang=lang)
-    rows = []
-    for flag in ("red", "black"):
-        listed = sorted((c for c in body["companies"].values() if flag in c["flags"]),
-                        key=lambda c: c["rank"], reverse=flag == "black")  # fmt: skip
-        for c in listed:
-            streak = f"{flag}_streak" in c["flags"]
-            rows.append([w(flag), c["rank"], c["name"], c["score"], c["grade"],
-                         consequences.get(flag, "") if streak else ""])  # fmt: skip
-    return [Sheet(f"{w('ranking')} {body['period']}",
-                  [w("flags"), w("rank"), w("company"), w("score"), w("grade"), w("flags")],
-                  rows)]  # fmt: skip
+def _name(entry: Mapping[str, Any], lang: Lang) -> str:
+    name = entry.get("name_en") if lang == "en" else None
+    return str(name or entry["name"])
 
 
 def _local(t: int | None, tz: ZoneInfo) -> str:
@@ -184,18 +153,127 @@ def _local(t: int | None, tz: ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(t / 1000, tz).strftime("%Y-%m-%d %H:%M")
 
 
+def _state_note(body: Mapping[str, Any], tz: ZoneInfo, lang: Lang) -> str:
+    """The version and its state: who signed it when, or that it awaits sign-off."""
+    if lang == "zh":
+        note = f"考核期 {body['start']} 至 {body['end']} · 第{body.get('version', 1)}版"
+        if body.get("state") == "signed":
+            note += f" · 已签发：{body['signed_by']} {_local(body.get('signed_t'), tz)}"
+        else:
+            note += " · 待审核签发"
+        if body.get("reason"):
+            note += f" · 更正原因：{body['reason']}"
+        return note
+    note = f"Period {body['start']} to {body['end']} · version {body.get('version', 1)}"
+    if body.get("state") == "signed":
+        note += f" · signed off by {body['signed_by']} on {_local(body.get('signed_t'), tz)}"
+    else:
+        note += " · awaiting sign-off"
+    if body.get("reason"):
+        note += f" · corrected: {body['reason']}"
+    return note
+
+
+def report_title(kind: str, name: str, period: str, lang: Lang) -> str:
+    """A report's title: who or which table it is for, what, which period."""
+    what = {
+        "assessment": ("考核结果", "assessment"),
+        "ranking": ("红黑榜", "red and black lists"),
+        "ledger": ("台账", "ledger"),
+        "progress": ("工作进度表", "progress table"),
+    }[kind]
+    return f"{name} {what[0] if lang == 'zh' else what[1]} {period}"
+
+
+def assessment_sheets(
+    body: Mapping[str, Any], lang: Lang = "zh", tz: ZoneInfo | None = None
+) -> list[Sheet]:
+    """The assessment: ranked companies; each deduction/bonus/finding with its evidence; and
+    every measure of every company. The main sheet's note says the version and who signed."""
+    w = functools.partial(word, lang=lang)
+    companies = sorted(body["companies"].items(), key=lambda kv: kv[1]["rank"])
+    table = body["table_name"] if lang == "zh" else body.get("table_name_en", body["table_name"])
+    main = Sheet(
+        report_title("assessment", table, body["period"], lang),
+        [w("rank"), w("company"), w("score"), w("grade"), w("flags"), w("communities"),
+         w("days")],
+        [[c["rank"], _name(c, lang), c["score"], c["grade"],
+          "、".join(w(f) for f in c["flags"]), "、".join(c["communities"]), c["days"]]
+         for _, c in companies],
+        note=_state_note(body, tz or ZoneInfo("Asia/Shanghai"), lang),
+    )  # fmt: skip
+    lines = Sheet(
+        w("breakdown"),
+        [w("company"), w("kind"), w("item"), w("measure"), w("value"), w("points"),
+         w("evidence")],
+        [[_name(c, lang), w(ln["kind"]), ln["item"] if lang == "zh" else ln["measure"],
+          ln["measure"], _fmt(ln["value"]), ln["points"], " ".join(ln["evidence"])]
+         for _, c in companies for ln in c["lines"]],
+    )  # fmt: skip
+    keys = list(MEASURES)
+    measures = Sheet(
+        w("measures"),
+        [w("company"), *(measure_name(k, lang) for k in keys)],
+        [[_name(c, lang), *(_fmt(c["measures"][k]["value"]) for k in keys)] for _, c in companies],
+    )
+    return [main, lines, measures]
+
+
+def ranking_sheets(
+    body: Mapping[str, Any], consequences: Mapping[str, str], lang: Lang = "zh",
+    tz: ZoneInfo | None = None,
+) -> list[Sheet]:  # fmt: skip
+    """The red and black lists (红黑榜) with each list's consequence on a streak. Equal
+    scores share a rank, so a tie at the edge of a list puts every tied company in it."""
+    w = functools.partial(word, lang=lang)
+    rows = []
+    for flag in ("red", "black"):
+        listed = sorted((c for c in body["companies"].values() if flag in c["flags"]),
+                        key=lambda c: c["rank"], reverse=flag == "black")  # fmt: skip
+        for c in listed:
+            streak = f"{flag}_streak" in c["flags"]
+            rows.append([w(flag), c["rank"], _name(c, lang), c["score"], c["grade"],
+                         w(f"{flag}_streak") if streak else "",
+                         consequences.get(flag, "") if streak else ""])  # fmt: skip
+    table = body["table_name"] if lang == "zh" else body.get("table_name_en", body["table_name"])
+    return [Sheet(report_title("ranking", table, body["period"], lang),
+                  [w("list"), w("rank"), w("company"), w("score"), w("grade"), w("streak"),
+                   w("consequence")], rows,
+                  note=_state_note(body, tz or ZoneInfo("Asia/Shanghai"), lang))]  # fmt: skip
+
+
+_STEPS: Final = {"open": ("发生", "raised"), "acknowledged": ("确认", "acknowledged"),
+                 "on_site": ("到场", "on site"), "resolved": ("解除", "resolved"),
+                 "false_alarm": ("误报", "false alarm"), "closed": ("关闭", "closed"),
+                 "escalated": ("升级", "escalated")}  # fmt: skip
+
+
+def _steps(steps: Sequence[Mapping[str, Any]], tz: ZoneInfo, lang: Lang) -> str:
+    out = []
+    for s in steps:
+        when = dt.datetime.fromtimestamp(s["t"] / 1000, tz).strftime("%m-%d %H:%M")
+        label = _STEPS.get(s["to"], (s["to"], s["to"]))[0 if lang == "zh" else 1]
+        note = f" ({s['note']})" if s["to"] == "escalated" and s.get("note") else ""
+        out.append(f"{when} {label} {s['by']}{note}")
+    return "; ".join(out)
+
+
 def ledger_sheets(
     title: str, rows: Sequence[Mapping[str, Any]], tz: ZoneInfo, lang: Lang = "zh"
 ) -> list[Sheet]:
-    """The weekly ledger (台账): every alert of the week with its timeline and who answered."""
+    """The ledger (台账): every alert of the period with its timeline, who answered, and the
+    rescue record of a trapped passenger (arrival, who released them, how)."""
     w = functools.partial(word, lang=lang)
     return [Sheet(
         title,
         [w("community"), w("device"), w("rule"), w("severity"), w("opened"), w("responded"),
-         w("on_site"), w("ended"), w("state"), w("holder"), w("steps")],
+         w("on_site"), w("ended"), w("state"), w("holder"), w("rescue_arrival"),
+         w("released_by"), w("steps")],
         [[r["community"], r["device"], r["rule"], r["severity"], _local(r["opened_t"], tz),
           _local(r["responded_t"], tz), _local(r["on_site_t"], tz), _local(r["ended_t"], tz),
-          r["state"], r["holder"] or w("none"), r["steps"]] for r in rows],
+          r["state"], r["holder"] or w("none"), _local(r.get("rescue_arrival_t"), tz),
+          " ".join(x for x in (r.get("released_by"), r.get("method")) if x),
+          _steps(r["timeline"], tz, lang)] for r in rows],
     )]  # fmt: skip
 
 
@@ -204,16 +282,16 @@ PROGRESS_MEASURES: Final = ("alerts", "trapped", "arrival_not_recorded", "respon
                             "inspections_overdue")  # fmt: skip
 
 
-def progress_sheets(body: Mapping[str, Any], lang: Lang = "zh") -> list[Sheet]:
-    """The progress table (山亭, 1st and 15th): each community's figures since the last one."""
+def progress_sheets(body: Mapping[str, Any], lang: Lang = "zh", title: str = "") -> list[Sheet]:
+    """The progress table (山亭, 1st and 15th): each community's figures for the period."""
     w = functools.partial(word, lang=lang)
     rows = []
     for _, c in sorted(body["communities"].items()):
         holders = "、".join(h["company"] or w("none") for h in c["held_by"])
-        rows.append([c["name"], holders,
+        rows.append([_name(c, lang), holders,
                      *(_fmt(c["measures"][k]["value"]) for k in PROGRESS_MEASURES)])  # fmt: skip
     names = [measure_name(k, lang) for k in PROGRESS_MEASURES]
-    title = f"{w('progress')} {body['start']} – {body['end']}"
+    title = title or f"{w('progress')} {body['start']} – {body['end']}"
     return [Sheet(title, [w("community"), w("holder"), *names], rows)]
 
 
@@ -308,12 +386,27 @@ def chromium() -> str | None:
         "chromium-browser")  # fmt: skip
 
 
+@functools.cache
+def _warn_without_cjk_font() -> None:
+    """Once per process: Chinese in a PDF prints as empty boxes without a CJK font."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return
+    found = subprocess.run(  # noqa: S603 (fc-list from PATH, a constant argument)
+        [fc_list, ":lang=zh"], capture_output=True, text=True, check=False
+    )
+    if not found.stdout.strip():
+        log.warning("no Chinese font is installed (fc-list :lang=zh is empty): Chinese text in "
+                    "PDF reports prints as boxes; install fonts-noto-cjk")  # fmt: skip
+
+
 async def render_pdf(page: str, *, timeout_s: float = 60.0) -> bytes:
     """The HTML ``page`` printed to PDF by headless Chromium (A4 landscape, from the page's
     own print CSS). ReportError when no Chromium is installed or it fails."""
     exe = chromium()
     if exe is None:
         raise ReportError("PDF needs Chromium: install Debian's chromium (make system-deps)")
+    _warn_without_cjk_font()
     with tempfile.TemporaryDirectory(prefix="linli-pdf-") as tmp:
         src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
         src.write_text(page, encoding="utf-8")

@@ -35,14 +35,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from server.alerting.notifier import SmtpTarget, sign_v2
-from server.compliance.reports import CONTENT_TYPES, ledger_sheets, progress_sheets, render
-from server.compliance.store import (
-    Period,
-    communities_of,
-    community_body,
-    ledger_rows,
-    load_facts,
-)
+from server.compliance.build import Report, build_report
+from server.compliance.reports import CONTENT_TYPES, render
+from server.compliance.store import Period
 from server.store import models
 from server.store.db import Database
 
@@ -57,7 +52,7 @@ MAX_ATTEMPTS: Final = 12
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    report: str  # ledger | progress
+    report: Report  # ledger | progress
     period: Period
     due_t: int
 
@@ -222,19 +217,9 @@ class ReportScheduler:
 
     async def _make(self, org: models.Organisation, d: Due) -> tuple[str, bytes]:
         async with self.db.session() as session:
-            ids = await communities_of(session, org, d.period)
-            if d.report == "ledger":
-                rows = await ledger_rows(session, ids, d.period, tz=self.tz)
-                title = f"{org.name} 周台账 {d.period.label}"
-                return title, render("xlsx", title, ledger_sheets(title, rows, self.tz))
-            coms = (await session.scalars(select(models.Community).where(
-                models.Community.id.in_(ids)))).all()  # fmt: skip
-            facts = await load_facts(session, sorted({c.district for c in coms}), d.period,
-                                     tz=self.tz)  # fmt: skip
-        facts.holders = {k: v for k, v in facts.holders.items() if k in ids}
-        body = community_body(d.period, facts, now_t=self.clock(), tz=self.tz)
-        title = f"{org.name} 工作进度表 {d.period.label}"
-        return title, render("xlsx", title, progress_sheets(body))
+            built = await build_report(session, d.report, d.period, lang="zh", tz=self.tz,
+                                       now_t=self.clock(), org=org)  # fmt: skip
+        return built.title, render("xlsx", built.title, built.sheets)
 
     async def _mail(self, to: str, title: str, data: bytes, d: Due) -> None:
         if self.smtp is None:

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -34,13 +34,18 @@ __all__ = [
     "AssessmentError",
     "Period",
     "assess",
+    "assessment_json",
     "compute_assessment",
+    "ensure_started",
     "load_facts",
     "parse_period",
     "sign_assessment",
 ]
 
 SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
+#: Periods are between these years (a typo such as 1026-Q4 is refused, not computed empty).
+MIN_YEAR: Final = 2000
+MAX_YEAR: Final = 2100
 _PERSON_STEPS: Final = frozenset({"acknowledged", "on_site", "resolved", "false_alarm"})
 _END_STATES: Final = frozenset({"resolved", "false_alarm", "closed"})
 
@@ -71,19 +76,19 @@ def parse_period(text: str) -> Period:
     """A period from its label (see the module docstring); AssessmentError names the forms."""
     text = text.strip()
     try:
-        if mt := re.fullmatch(r"(\d{4})-Q([1-4])", text):
+        if mt := re.fullmatch(r"(\d{4})-Q([1-4])", text, re.ASCII):
             year, q = int(mt[1]), int(mt[2])
             start = dt.date(year, 3 * q - 2, 1)
             end = (dt.date(year + (q == 4), (3 * q) % 12 + 1, 1)) - dt.timedelta(days=1)
-        elif mt := re.fullmatch(r"(\d{4})-(\d{2})", text):
+        elif mt := re.fullmatch(r"(\d{4})-(\d{2})", text, re.ASCII):
             start = dt.date(int(mt[1]), int(mt[2]), 1)
             end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
-        elif mt := re.fullmatch(r"(\d{4})-W(\d{2})", text):
+        elif mt := re.fullmatch(r"(\d{4})-W(\d{2})", text, re.ASCII):
             start = dt.date.fromisocalendar(int(mt[1]), int(mt[2]), 1)
             end = start + dt.timedelta(days=6)
-        elif mt := re.fullmatch(r"(\d{4})", text):
+        elif mt := re.fullmatch(r"(\d{4})", text, re.ASCII):
             start, end = dt.date(int(mt[1]), 1, 1), dt.date(int(mt[1]), 12, 31)
-        elif mt := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text):
+        elif mt := re.fullmatch(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})", text, re.ASCII):
             start, end = dt.date.fromisoformat(mt[1]), dt.date.fromisoformat(mt[2])
             if end < start:
                 raise AssessmentError(f"period {text!r} ends before it starts")
@@ -97,7 +102,27 @@ def parse_period(text: str) -> Period:
         if isinstance(exc, AssessmentError):
             raise
         raise AssessmentError(f"period {text!r}: {exc}") from None
-    return Period(text, start, end)
+    if not (start.year >= MIN_YEAR and end.year <= MAX_YEAR):
+        raise AssessmentError(f"period {text!r}: years {MIN_YEAR}..{MAX_YEAR}")
+    return Period(_canonical(start, end) or text, start, end)
+
+
+def _canonical(start: dt.date, end: dt.date) -> str | None:
+    """The short label of a span that is a whole quarter, month, ISO week or year (so that
+    ``2026-10-01..2026-12-31`` is the same period as ``2026-Q4``, never a second one)."""
+    one = dt.timedelta(days=1)
+    if start == dt.date(start.year, 1, 1) and end == dt.date(start.year, 12, 31):
+        return f"{start.year}"
+    if start.day == 1 and start.month % 3 == 1:
+        q_end = dt.date(start.year + (start.month == 10), (start.month + 2) % 12 + 1, 1) - one
+        if end == q_end:
+            return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+    if start.day == 1 and end == (start + dt.timedelta(days=32)).replace(day=1) - one:
+        return f"{start.year}-{start.month:02d}"
+    if start.isoweekday() == 1 and end == start + dt.timedelta(days=6):
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    return None
 
 
 @dataclass(slots=True)
@@ -109,6 +134,8 @@ class Facts:
     #: Per community, its windows by who held it ("" = no company: the committee).
     holders: dict[str, list[tuple[str, m.Window]]]
     names: dict[str, str]
+    #: English names where the registry gives them (reports in English).
+    names_en: dict[str, str] = field(default_factory=dict)
 
 
 async def load_facts(
@@ -127,8 +154,10 @@ async def load_facts(
         )
     ).all()
     ids = [c.id for c in coms]
-    names = {o.id: o.name for o in (await session.scalars(select(models.Organisation))).all()}
-    names.update({c.id: c.name for c in coms})
+    orgs = (await session.scalars(select(models.Organisation))).all()
+    names = {o.id: o.name for o in orgs} | {c.id: c.name for c in coms}
+    names_en = {o.id: o.name_en for o in orgs if o.name_en} | {
+        c.id: c.name_en for c in coms if c.name_en}  # fmt: skip
     by_com: dict[str, list[tuple[str, str]]] = {}
     for cid, dev, kind in await session.execute(
         select(models.Device.community_id, models.Device.id, models.Device.kind).where(
@@ -195,7 +224,7 @@ async def load_facts(
         (models.Alert.updated_t >= start_t)
         | models.Alert.state.in_(("open", "acknowledged", "on_site")),
     )
-    return Facts(await _alert_facts(session, where), communities, holders, names)
+    return Facts(await _alert_facts(session, where), communities, holders, names, names_en)
 
 
 def _windows(
@@ -290,10 +319,17 @@ async def _alert_facts(session: AsyncSession, where: Sequence[Any]) -> list[m.Al
                     record.method,
                     record.entered_t,
                     record.late,
+                    record.released_t,
                 ),
             )
         )
     return out
+
+
+def ensure_started(period: Period, now_t: int, tz: ZoneInfo = SHANGHAI) -> None:
+    """AssessmentError for a period that has not started (there is no data to report)."""
+    if _today(now_t, tz) < period.start:
+        raise AssessmentError(f"period {period.label} has not started: there is no data")
 
 
 def _today(now_t: int, tz: ZoneInfo) -> dt.date:
@@ -324,11 +360,12 @@ def assess(
         ms_ = m.compute(by_com.get(cid, []), facts.communities, [whole], today=today, now_t=now_t)
         communities[cid] = {
             "name": facts.names.get(cid, cid),
+            "name_en": facts.names_en.get(cid, cid),
             "held_by": [
                 {
                     "company": who or None,
                     "from": w.first_day.isoformat(),
-                    "to": w.last_day.isoformat(),
+                    "to": min(w.last_day, today).isoformat(),
                 }
                 for who, w in held
             ],
@@ -352,12 +389,13 @@ def assess(
         windows = company_windows[s.company]
         companies[s.company] = {
             "name": facts.names.get(s.company, s.company),
+            "name_en": facts.names_en.get(s.company, s.company),
             "score": s.score,
             "grade": s.grade,
             "rank": s.rank,
             "flags": s.flags,
             "communities": sorted({w.community for w in windows}),
-            "days": sum((w.last_day - w.first_day).days + 1 for w in windows),
+            "days": sum(max(0, (min(w.last_day, today) - w.first_day).days + 1) for w in windows),
             "lines": [
                 {
                     "kind": ln.kind,
@@ -374,12 +412,29 @@ def assess(
     return {
         "table": table.id,
         "table_name": table.name,
+        "table_name_en": table.name_en or table.name,
         "period": period.label,
         "start": period.start.isoformat(),
         "end": period.end.isoformat(),
         "ranked": len(ranked),
         "companies": companies,
         "communities": communities,
+    }
+
+
+def assessment_json(row: models.Assessment) -> dict[str, Any]:
+    """A stored assessment with its version, state and signature, as the API, the CLI and
+    the reports show it."""
+    body: dict[str, Any] = json.loads(row.body)
+    return body | {
+        "version": row.version,
+        "state": row.state,
+        "signed_by": row.signed_by,
+        "signed_t": row.signed_t,
+        "computed_by": row.computed_by,
+        "computed_t": row.computed_t,
+        "reason": row.reason,
+        "rules_digest": row.rules_digest,
     }
 
 
@@ -448,8 +503,7 @@ async def compute_assessment(
     """The period's current assessment. A signed one is returned as it was signed (frozen)
     unless ``correction`` (a reason) asks for a new version; an unsigned one is recomputed
     in place. AssessmentError for a period that has not started or a correction of nothing."""
-    if _today(now_t, tz) < period.start:
-        raise AssessmentError(f"period {period.label} has not started: there is no data")
+    ensure_started(period, now_t, tz)
     rows = (
         await session.scalars(
             select(models.Assessment)
@@ -532,6 +586,14 @@ async def sign_assessment(
         )
     )
     if row is None:
+        signed = await session.scalar(select(models.Assessment).where(
+            models.Assessment.table_id == table.id, models.Assessment.period == period.label,
+            models.Assessment.state == "signed"))  # fmt: skip
+        if signed is not None:
+            raise AssessmentError(
+                f"{table.id} {period.label} version {signed.version} is already signed by "
+                f"{signed.signed_by}; a change is a correction"
+            )
         raise AssessmentError(f"{table.id} {period.label}: nothing computed to sign")
     row.state, row.signed_t, row.signed_by = "signed", now_t, org
     return row
@@ -564,73 +626,50 @@ async def communities_of(
     return list((await session.scalars(query)).all())
 
 
-_STEP_ZH: Final = {
-    "open": "发生",
-    "acknowledged": "确认",
-    "on_site": "到场",
-    "resolved": "解除",
-    "false_alarm": "误报",
-    "closed": "关闭",
-    "escalated": "升级",
-}
-
-
 async def ledger_rows(
     session: AsyncSession, communities: Sequence[str], period: Period, *, tz: ZoneInfo = SHANGHAI
 ) -> list[dict[str, Any]]:
     """Every alert raised in ``period`` in ``communities``, oldest first, with its timeline
-    as one line (``10-10 10:02 确认 pc-a; …``) and the organisation that answered first."""
+    (each step: time, state, who, and for an escalation whom it reached), the organisation
+    that answered first, and a trapped passenger's rescue record."""
     start_t, end_t = period.ms(tz)
     where = (
         models.Alert.community_id.in_(communities),
         models.Alert.opened_t >= start_t,
         models.Alert.opened_t < end_t,
     )
+    chosen = select(models.Alert.id).where(*where)
     query = select(models.Alert).where(*where)
     rows = (await session.scalars(query.order_by(models.Alert.opened_t, models.Alert.id))).all()
     facts = {f.id: f for f in await _alert_facts(session, where)}
-    holders: dict[int, str] = {}
-    steps: dict[int, list[str]] = {}
-    ids = [r.id for r in rows]
-    for chunk in (ids[i : i + 900] for i in range(0, len(ids), 900)):
-        for rc in (
-            await session.scalars(
-                select(models.AlertRecipient).where(
-                    models.AlertRecipient.alert_id.in_(chunk),
-                    models.AlertRecipient.step == "first",
-                    models.AlertRecipient.role.in_(("company", "community_committee")),
-                )
-            )
-        ).all():
-            holders[rc.alert_id] = rc.org_id
-        for tr in (
-            await session.scalars(
-                select(models.AlertTransition)
-                .where(models.AlertTransition.alert_id.in_(chunk))
-                .order_by(models.AlertTransition.t, models.AlertTransition.id)
-            )
-        ).all():
-            when = dt.datetime.fromtimestamp(tr.t / 1000, tz).strftime("%m-%d %H:%M")
-            steps.setdefault(tr.alert_id, []).append(
-                f"{when} {_STEP_ZH.get(tr.to_state, tr.to_state)} {tr.by}"
-            )
-    return [
-        {
-            "id": r.id,
-            "community": r.community_id,
-            "device": r.device,
-            "rule": r.rule,
-            "severity": r.severity,
-            "opened_t": r.opened_t,
-            "responded_t": facts[r.id].responded_t,
-            "on_site_t": facts[r.id].on_site_t,
-            "ended_t": facts[r.id].ended_t,
-            "state": r.state,
-            "holder": holders.get(r.id),
-            "steps": "; ".join(steps.get(r.id, [])),
-        }
-        for r in rows
-    ]
+    first = select(models.AlertRecipient.alert_id, models.AlertRecipient.org_id).where(
+        models.AlertRecipient.alert_id.in_(chosen),
+        models.AlertRecipient.step == "first",
+        models.AlertRecipient.role.in_(("company", "community_committee")),
+    )
+    holders: dict[int, str] = dict((await session.execute(first)).all())
+    steps: dict[int, list[dict[str, Any]]] = {}
+    T = models.AlertTransition  # noqa: N806
+    for aid, t, to, by, note in await session.execute(
+        select(T.alert_id, T.t, T.to_state, T.by, T.note)
+        .where(T.alert_id.in_(chosen))
+        .order_by(T.t, T.id)
+    ):
+        steps.setdefault(aid, []).append({"t": t, "to": to, "by": by, "note": note})
+    out = []
+    for r in rows:
+        f = facts[r.id]
+        rescue = f.rescue
+        out.append({
+            "id": r.id, "community": r.community_id, "device": r.device, "rule": r.rule,
+            "severity": r.severity, "opened_t": r.opened_t, "responded_t": f.responded_t,
+            "on_site_t": f.on_site_t, "ended_t": f.ended_t, "state": r.state,
+            "holder": holders.get(r.id), "timeline": steps.get(r.id, []),
+            "rescue_arrival_t": rescue.arrival_t if rescue else None,
+            "released_by": rescue.released_by if rescue else None,
+            "method": rescue.method if rescue else None,
+        })  # fmt: skip
+    return out
 
 
 def community_body(
@@ -655,11 +694,12 @@ def community_body(
         got = m.compute(mine, facts.communities, [whole], today=today, now_t=now_t)
         out[cid] = {
             "name": facts.names.get(cid, cid),
+            "name_en": facts.names_en.get(cid, cid),
             "held_by": [
                 {
                     "company": who or None,
                     "from": w.first_day.isoformat(),
-                    "to": w.last_day.isoformat(),
+                    "to": min(w.last_day, today).isoformat(),
                 }
                 for who, w in held
             ],

@@ -17,9 +17,12 @@ import io
 import json
 import shutil
 import sqlite3
+import struct
 import time
 import unicodedata
+import urllib.parse
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,7 +129,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     done = run_linli("registry", "import", str(registry), "--config", str(settings))
     assert done.returncode == 0, done.stderr
     tokens = {}
-    for org in ("hb-shanting", "so-shancheng", "pc-anju", "pc-longzhu", "so-other"):
+    for org in (
+        "hb-shanting",
+        "so-shancheng",
+        "pc-anju",
+        "pc-longzhu",
+        "so-other",
+        "cc-meiyuan",
+        "nc-shancheng",
+    ):
         made = run_linli("tokens", "create", org, "--config", str(settings))
         assert made.returncode == 0, made.stderr
         tokens[org] = made.stdout.split()[-1]
@@ -180,7 +191,7 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
         assert part.get_filename().startswith("ledger-")
         sheet = load_workbook(io.BytesIO(part.get_content())).active
         assert sheet is not None
-        assert "周台账" in str(sheet["A1"].value)
+        assert "台账" in str(sheet["A1"].value)
 
     # A passenger trapped in meihuayuan, acknowledged by its company.
     trapped = {"dev": "el-1-1", "kind": "elevator", "event": "trapped", "state": "start"}
@@ -200,9 +211,13 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
     anju = body["companies"]["pc-anju"]
     assert anju["measures"]["trapped"]["value"] == 1
     assert anju["measures"]["trapped"]["evidence"] == [f"a:{alert}"]
-    assert anju["measures"]["arrival_not_recorded"]["value"] == 1  # nobody on site yet
+    # Nobody recorded on site yet, but its 30-minute arrival deadline is still ahead: not
+    # judged yet (neither "not recorded" nor late).
+    assert anju["measures"]["arrival_not_recorded"]["value"] == 0
+    assert anju["measures"]["arrival_in_time"]["value"] is None
     lines = {ln["measure"]: ln["points"] for ln in anju["lines"]}
-    assert (lines["trapped"], lines["arrival_not_recorded"]) == (-2, -3)
+    assert lines["trapped"] == -2
+    assert "arrival_not_recorded" not in lines
     assert anju["score"] == pytest.approx(100 + sum(lines.values()))
     assert (body["version"], body["state"]) == (1, "computed")
     status, answer = api(srv, "POST", f"{path}/sign", a)
@@ -232,7 +247,7 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
     assert again["companies"] == signed["companies"]
     status, fixed = api(srv, "POST", path, hb, {"correction": "补录救援记录"})
     assert (status, fixed["version"], fixed["reason"]) == (200, 2, "补录救援记录")
-    assert fixed["companies"]["pc-anju"]["measures"]["arrival_not_recorded"]["value"] == 0
+    assert fixed["companies"]["pc-anju"]["measures"]["arrival_in_time"]["value"] == 1.0
     assert api(srv, "POST", f"{path}/sign", so)[0] == 200
 
     # Reports: XLSX read back; HTML rendered in Chromium; PDF printed by Chromium.
@@ -289,6 +304,22 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
     assert api(srv, "GET", f"/api/compliance/dossier/{C}", b)[0] == 404
 
 
+def tiny_png() -> bytes:
+    """A real 1×1 PNG (signature, IHDR, IDAT, IEND), made here."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
 def multipart(fields: dict[str, str], photo: bytes | None) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     out = io.BytesIO()
@@ -325,8 +356,11 @@ def test_records_and_bad_input(world: dict[str, Any]) -> None:
     )
     error = json.loads(raw)["error"]
     assert status == 400
-    assert "row 2: no elevator 'el-9-9'" in error
-    assert "row 3: day: '2026-11-31' is not a date" in error
+    # Rows as the spreadsheet counts them (the header is row 1), in order.
+    assert error == (
+        "inspections: nothing stored; row 3: no elevator 'el-9-9' in community 'meihuayuan'; "
+        "row 4: day: '2026-11-31' is not a date (YYYY-MM-DD)"
+    )
     # Periods and tables that do not exist, a period with no data yet, a finding by a
     # company and one for an item the table does not have.
     assert api(srv, "GET", "/api/compliance/measures?period=2026-Q5&community=" + C, so)[0] == 400
@@ -342,12 +376,39 @@ def test_records_and_bad_input(world: dict[str, Any]) -> None:
     status, raw, _ = call(srv, "POST", "/api/compliance/findings", form, so, kind)
     assert status == 400
     assert "'no_such_item' is not an item of shanting" in json.loads(raw)["error"]
+    # From an outside test: other digits, a fake picture, a broken body, a date as a number,
+    # a meeting by the neighbourhood centre, a second signature.
+    q = quarter_now()
+    wide = urllib.parse.quote(q.translate(str.maketrans("0123456789", "０１２３４５６７８９")))
+    status, _ = api(srv, "POST", f"/api/compliance/assessments/shanting/{wide}", hb)
+    assert status == 400
+    form, kind = multipart({"community": C, "item": "ledger_missing", "points": "1"},
+                           b"\x89PNG\r\n\x1a\n" + b"garbage" * 5)  # fmt: skip
+    status, raw, _ = call(srv, "POST", "/api/compliance/findings", form, so, kind)
+    assert (status, json.loads(raw)["error"]) == (
+        400, "finding: photo: the bytes are not a image/jpeg picture")  # fmt: skip
+    status, raw, _ = call(srv, "POST", "/api/compliance/findings", b"--zz\r\nbroken", so,
+                          "multipart/form-data; boundary=zz")  # fmt: skip
+    assert status == 400
+    row = {"community": C, "device": "el-1-1", "day": 20261102, "result": "passed"}
+    status, answer = api(srv, "POST", "/api/compliance/inspections", a, row)
+    assert status == 400
+    assert answer["error"] == (
+        "inspections: nothing stored; item 1: day: 20261102 is not a date (YYYY-MM-DD)"
+    )
+    meeting = {"community": C, "day": "2026-11-03"}
+    assert api(srv, "POST", "/api/compliance/meetings", tokens["nc-shancheng"], meeting)[0] == 403
+    status, answer = api(srv, "POST", f"/api/compliance/assessments/shanting/{q}/sign", so)
+    assert (status, "already signed" in answer["error"]) == (409, True)
+    # The committee sees its community's dossier, not the company's scores.
+    status, dossier = api(srv, "GET", f"/api/compliance/dossier/{C}", tokens["cc-meiyuan"])
+    assert (status, dossier["scores"]) == (200, [])
     assert {t: count(db, t) for t in tables} == before
 
     # Good records: the CSV without its bad rows; a meeting; a finding with its photo.
     good = "\n".join(csv_rows.splitlines()[:2]) + "\n"
     status, raw, _ = call(srv, "POST", "/api/compliance/inspections", good.encode(), a, "text/csv")
-    assert (status, json.loads(raw)) == (201, {"stored": 1})
+    assert (status, json.loads(raw)) == (201, {"stored": 1, "replaced": 0})
     status, _ = api(
         srv, "POST", "/api/compliance/meetings", so, {"community": C, "day": "2026-11-02"}
     )
@@ -393,6 +454,9 @@ def test_the_cli_reads_the_same_periods_and_the_ledger_went_once(world: dict[str
     assert done.returncode == 2
     assert "'traped' is not a measure; did you mean 'trapped'?" in done.stderr
     assert "bad-table.yaml:14: deductions[0].measure" in done.stderr
+    done = run_linli("report", "correct", "shanting", q, "--reason", " ", "--config", settings)
+    assert done.returncode == 2
+    assert "--reason: say why" in done.stderr
     done = run_linli(
         "report", "sign", "shanting", "2026-Q9", "--org", "hb-shanting", "--config", settings
     )
@@ -407,7 +471,7 @@ async def test_the_dossier_on_a_phone_records_a_finding_with_its_photo(
     srv, so, db = world["srv"], world["tokens"]["so-shancheng"], world["db"]
     before = count(db, "findings")
     photo = world["tmp"] / "site.png"
-    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a picture" * 10)
+    photo.write_bytes(tiny_png())
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
