@@ -39,55 +39,121 @@ from server.store.db import open_database  # noqa: E402
 DAY = 86_400_000
 Q4 = parse_period("2026-Q4")
 START = int(dt.datetime(2026, 10, 1, tzinfo=SHANGHAI).timestamp() * 1000)
-RULES = [("trapped", "critical", "elevator"), ("elevator_fault", "major", "elevator"),
-         ("fire_lane_blocked", "major", "fire_lane"), ("gate_forced", "major", "gate"),
-         ("gate_held_open", "minor", "gate"), ("ebike_in_elevator", "minor", "elevator"),
-         ("device_offline", "minor", "fire_lane")]  # fmt: skip
+RULES = [
+    ("trapped", "critical", "elevator"),
+    ("elevator_fault", "major", "elevator"),
+    ("fire_lane_blocked", "major", "fire_lane"),
+    ("gate_forced", "major", "gate"),
+    ("gate_held_open", "minor", "gate"),
+    ("ebike_in_elevator", "minor", "elevator"),
+    ("device_offline", "minor", "fire_lane"),
+]
 
 
 async def build(path: Path, n: int, n_alerts: int) -> None:
     rng = random.Random(7)
     async with open_database(f"sqlite+aiosqlite:///{path}") as db, db.session(write=True) as s:
-        orgs = [{"id": "so-1", "kind": "street_office", "name": "街道", "district": "chibi"},
-                {"id": "hb-1", "kind": "housing_bureau", "name": "住建局", "district": "chibi"},
-                {"id": "mu-1", "kind": "maintenance_unit", "name": "维保", "district": "chibi"},
-                {"id": "ms-1", "kind": "market_supervision", "name": "市监", "district": "chibi"},
-                {"id": "fr-1", "kind": "fire_rescue", "name": "消防", "district": "chibi"}]  # fmt: skip
-        orgs += [{"id": f"pc-{i}", "kind": "property_company", "name": f"物业{i}",
-                  "district": "chibi"} for i in range(40)]  # fmt: skip
-        orgs += [{"id": f"cc-{i}", "kind": "community_committee", "name": f"居委会{i}",
-                  "district": "chibi"} for i in range(n)]  # fmt: skip
+        orgs = [
+            {"id": "so-1", "kind": "street_office", "name": "街道", "district": "chibi"},
+            {"id": "hb-1", "kind": "housing_bureau", "name": "住建局", "district": "chibi"},
+            {"id": "mu-1", "kind": "maintenance_unit", "name": "维保", "district": "chibi"},
+            {"id": "ms-1", "kind": "market_supervision", "name": "市监", "district": "chibi"},
+            {"id": "fr-1", "kind": "fire_rescue", "name": "消防", "district": "chibi"},
+        ]
+        orgs += [
+            {"id": f"pc-{i}", "kind": "property_company", "name": f"物业{i}", "district": "chibi"}
+            for i in range(40)
+        ]
+        orgs += [
+            {
+                "id": f"cc-{i}",
+                "kind": "community_committee",
+                "name": f"居委会{i}",
+                "district": "chibi",
+            }
+            for i in range(n)
+        ]
         await s.execute(insert(models.Organisation), orgs)
-        await s.execute(insert(models.Community), [
-            {"id": f"c{i}", "name": f"小区{i}", "committee_id": f"cc-{i}",
-             "street_office_id": "so-1", "district": "chibi", "arrival_deadline_min": 30}
-            for i in range(n)])  # fmt: skip
-        await s.execute(insert(models.Gateway), [
-            {"community_id": f"c{i}", "id": "gw-1"} for i in range(n)])  # fmt: skip
+        await s.execute(
+            insert(models.Community),
+            [
+                {
+                    "id": f"c{i}",
+                    "name": f"小区{i}",
+                    "committee_id": f"cc-{i}",
+                    "street_office_id": "so-1",
+                    "district": "chibi",
+                    "arrival_deadline_min": 30,
+                }
+                for i in range(n)
+            ],
+        )
+        await s.execute(
+            insert(models.Gateway), [{"community_id": f"c{i}", "id": "gw-1"} for i in range(n)]
+        )
         devices, visits, contracts = [], [], []
         for i in range(n):
-            for dev, kind in (("el-1", "elevator"), ("el-2", "elevator"), ("el-3", "elevator"),
-                              ("fl-1", "fire_lane"), ("fl-2", "fire_lane"), ("gt-1", "gate")):  # fmt: skip
-                devices.append({"community_id": f"c{i}", "id": dev, "kind": kind, "name": dev,
-                                "gateway_id": "gw-1",
-                                "maintenance_unit_id": "mu-1" if kind == "elevator" else None})  # fmt: skip
+            for dev, kind in (
+                ("el-1", "elevator"),
+                ("el-2", "elevator"),
+                ("el-3", "elevator"),
+                ("fl-1", "fire_lane"),
+                ("fl-2", "fire_lane"),
+                ("gt-1", "gate"),
+            ):
+                devices.append(
+                    {
+                        "community_id": f"c{i}",
+                        "id": dev,
+                        "kind": kind,
+                        "name": dev,
+                        "gateway_id": "gw-1",
+                        "maintenance_unit_id": "mu-1" if kind == "elevator" else None,
+                    }
+                )
                 if kind == "elevator":
                     day = dt.date(2026, 9, 20) + dt.timedelta(days=rng.randrange(10))
                     while day <= Q4.end:
-                        visits.append({"community_id": f"c{i}", "device": dev, "day": day,
-                                       "org_id": "mu-1", "note": "", "created_t": 0})  # fmt: skip
+                        visits.append(
+                            {
+                                "community_id": f"c{i}",
+                                "device": dev,
+                                "day": day,
+                                "org_id": "mu-1",
+                                "note": "",
+                                "created_t": 0,
+                            }
+                        )
                         day += dt.timedelta(days=rng.choice((13, 14, 14, 15, 16)))
             if i % 50 == 0:
                 continue  # no company
             first = f"pc-{i % 40}"
             if i % 10 == 0:
-                contracts.append({"community_id": f"c{i}", "company_id": first,
-                                  "start": dt.date(2020, 1, 1), "end": dt.date(2026, 11, 15)})  # fmt: skip
-                contracts.append({"community_id": f"c{i}", "company_id": f"pc-{(i + 1) % 40}",
-                                  "start": dt.date(2026, 11, 16), "end": None})  # fmt: skip
+                contracts.append(
+                    {
+                        "community_id": f"c{i}",
+                        "company_id": first,
+                        "start": dt.date(2020, 1, 1),
+                        "end": dt.date(2026, 11, 15),
+                    }
+                )
+                contracts.append(
+                    {
+                        "community_id": f"c{i}",
+                        "company_id": f"pc-{(i + 1) % 40}",
+                        "start": dt.date(2026, 11, 16),
+                        "end": None,
+                    }
+                )
             else:
-                contracts.append({"community_id": f"c{i}", "company_id": first,
-                                  "start": dt.date(2020, 1, 1), "end": None})  # fmt: skip
+                contracts.append(
+                    {
+                        "community_id": f"c{i}",
+                        "company_id": first,
+                        "start": dt.date(2020, 1, 1),
+                        "end": None,
+                    }
+                )
         await s.execute(insert(models.Device), devices)
         await s.execute(insert(models.MaintenanceRecord), visits)
         await s.execute(insert(models.Contract), contracts)
@@ -98,24 +164,65 @@ async def build(path: Path, n: int, n_alerts: int) -> None:
             dev = {"elevator": "el-1", "fire_lane": "fl-1", "gate": "gt-1"}[kind]
             opened = START + rng.randrange(90 * DAY)
             ended = opened + rng.randrange(60_000, 3 * 3_600_000)
-            alerts.append({"id": a, "rule": rule, "community_id": c, "device": dev,
-                           "severity": sev, "state": "closed", "opened_t": opened,
-                           "updated_t": ended, "repeats": 0, "level": 0, "detail": "{}",
-                           "running_key": None})  # fmt: skip
+            alerts.append(
+                {
+                    "id": a,
+                    "rule": rule,
+                    "community_id": c,
+                    "device": dev,
+                    "severity": sev,
+                    "state": "closed",
+                    "opened_t": opened,
+                    "updated_t": ended,
+                    "repeats": 0,
+                    "level": 0,
+                    "detail": "{}",
+                    "running_key": None,
+                }
+            )
             steps.append({"alert_id": a, "t": opened, "to_state": "open", "by": "system"})
             if rng.random() < 0.85:
-                steps.append({"alert_id": a, "t": opened + rng.randrange(20_000, 400_000),
-                              "to_state": "acknowledged", "by": "pc-1"})  # fmt: skip
+                steps.append(
+                    {
+                        "alert_id": a,
+                        "t": opened + rng.randrange(20_000, 400_000),
+                        "to_state": "acknowledged",
+                        "by": "pc-1",
+                    }
+                )
             if rule == "trapped" and rng.random() < 0.8:
-                steps.append({"alert_id": a, "t": opened + rng.randrange(300_000, 2_400_000),
-                              "to_state": "on_site", "by": "mu-1"})  # fmt: skip
+                steps.append(
+                    {
+                        "alert_id": a,
+                        "t": opened + rng.randrange(300_000, 2_400_000),
+                        "to_state": "on_site",
+                        "by": "mu-1",
+                    }
+                )
             steps.append({"alert_id": a, "t": ended, "to_state": "resolved", "by": "system"})
-            recips.append({"alert_id": a, "org_id": "pc-1", "role": "company", "read_only": False,
-                           "standing_in": False, "step": "first", "added_t": opened})  # fmt: skip
+            recips.append(
+                {
+                    "alert_id": a,
+                    "org_id": "pc-1",
+                    "role": "company",
+                    "read_only": False,
+                    "standing_in": False,
+                    "step": "first",
+                    "added_t": opened,
+                }
+            )
             if rule == "fire_lane_blocked" and rng.random() < 0.1:
-                recips.append({"alert_id": a, "org_id": "fr-1", "role": "fire_rescue",
-                               "read_only": False, "standing_in": False, "step": "step1",
-                               "added_t": opened + 900_000})  # fmt: skip
+                recips.append(
+                    {
+                        "alert_id": a,
+                        "org_id": "fr-1",
+                        "role": "fire_rescue",
+                        "read_only": False,
+                        "standing_in": False,
+                        "step": "step1",
+                        "added_t": opened + 900_000,
+                    }
+                )
         for chunk in range(0, len(alerts), 5000):
             await s.execute(insert(models.Alert), alerts[chunk : chunk + 5000])
         for chunk in range(0, len(steps), 5000):
@@ -161,12 +268,16 @@ def main() -> None:
         path = Path(tmp) / "bench.db"
         t0 = time.perf_counter()
         asyncio.run(build(path, args.communities, args.alerts))
-        print(f"built {args.communities} communities, {args.alerts} alerts in "
-              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        print(
+            f"built {args.communities} communities, {args.alerts} alerts in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         best, base, companies, groups = asyncio.run(measure(path))
-    print(f"quarterly assessment: {best:.2f} s ({companies} companies ranked); "
-          f"plain SQL aggregate: {base:.3f} s ({groups} groups); ratio {best / base:.0f}x; "
-          f"aim < 10 s: {'met' if best < 10 else 'NOT met'}")  # fmt: skip
+    print(
+        f"quarterly assessment: {best:.2f} s ({companies} companies ranked); "
+        f"plain SQL aggregate: {base:.3f} s ({groups} groups); ratio {best / base:.0f}x; "
+        f"aim < 10 s: {'met' if best < 10 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -154,7 +154,13 @@ def build_collectors(site: SiteConfig, profiles: Mapping[str, Profile]) -> list[
 
 #: A device's error counters in the health item (DeviceTracker.counts).
 DEVICE_COUNTERS: Final = (
-    "misses", "value_problems", "exceptions", "offline", "timeouts", "crc_errors", "retries"
+    "misses",
+    "value_problems",
+    "exceptions",
+    "offline",
+    "timeouts",
+    "crc_errors",
+    "retries",
 )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Measure",
     "RescueFacts",
     "Window",
+    "alerts_by_rule",
     "compute",
     "percentile",
 ]
@@ -214,6 +215,18 @@ def _maintained_in_time(days: Sequence[dt.date], w: Window, limit: int, today: d
     if last is None:
         return False  # no maintenance on record at all: nothing shows it was maintained
     return (end - last).days <= limit
+
+
+def alerts_by_rule(alerts: Iterable[AlertFacts], windows: Sequence[Window]) -> dict[str, int]:
+    """How many alerts of each rule opened in ``windows`` (the measures' ``alerts``, split)."""
+    by_community: dict[str, list[Window]] = {}
+    for w in windows:
+        by_community.setdefault(w.community, []).append(w)
+    out: dict[str, int] = {}
+    for a in alerts:
+        if _in(a, by_community) is not None:
+            out[a.rule] = out.get(a.rule, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def compute(

@@ -353,24 +353,9 @@ def assess(
     by_com: dict[str, list[m.AlertFacts]] = {}
     for a in facts.alerts:
         by_com.setdefault(a.community, []).append(a)
-    communities: dict[str, Any] = {}
+    communities = community_body(period, facts, now_t=now_t, tz=tz)["communities"]
     company_windows: dict[str, list[m.Window]] = {}
-    for cid, held in facts.holders.items():
-        whole = m.Window(cid, *period.ms(tz), period.start, period.end)
-        ms_ = m.compute(by_com.get(cid, []), facts.communities, [whole], today=today, now_t=now_t)
-        communities[cid] = {
-            "name": facts.names.get(cid, cid),
-            "name_en": facts.names_en.get(cid, cid),
-            "held_by": [
-                {
-                    "company": who or None,
-                    "from": w.first_day.isoformat(),
-                    "to": min(w.last_day, today).isoformat(),
-                }
-                for who, w in held
-            ],
-            "measures": {k: v.as_json() for k, v in ms_.items()},
-        }
+    for held in facts.holders.values():
         for who, w in held:
             if who:
                 company_windows.setdefault(who, []).append(w)
@@ -408,6 +393,10 @@ def assess(
                 for ln in s.lines
             ],
             "measures": {k: v.as_json() for k, v in company_measures[s.company].items()},
+            "alerts_by_rule": m.alerts_by_rule(
+                [a for cid in {w.community for w in windows} for a in by_com.get(cid, [])],
+                windows,
+            ),
         }
     return {
         "table": table.id,
@@ -704,6 +693,7 @@ def community_body(
                 for who, w in held
             ],
             "measures": {k: v.as_json() for k, v in got.items()},
+            "alerts_by_rule": m.alerts_by_rule(mine, [whole]),
         }
     return {
         "period": period.label,

@@ -18,8 +18,17 @@ from sqlalchemy import select
 from alerts.ladders import default_ladders
 from alerts.rules import RuleSettings, SettingsTable
 from collectors.wire import Event
+from collectors.yamlconf import ConfigError
 from server.alerting.service import AlertService
-from server.compliance.citytable import CityTable, Deduction, load_tables, rank, score
+from server.compliance.citytable import (
+    TABLES_DIR,
+    CityTable,
+    Deduction,
+    load_table,
+    load_tables,
+    rank,
+    score,
+)
 from server.compliance.measures import Measure
 from server.compliance.store import (
     SHANGHAI,
@@ -207,6 +216,7 @@ async def test_a_quarter_scored_by_the_chibi_table(db: Database, tmp_path: Path)
         "arrival_not_recorded": 0, "rescue_p50_s": 1710.0, "gate_incidents": 1,
         "maintenance_adherence": 1.0, "inspections_overdue": 0}  # fmt: skip
     assert pc_a["communities"] == ["c1", "c2"]
+    assert pc_a["alerts_by_rule"] == {"gate_forced": 1, "trapped": 2}
     assert pc_a["days"] == 92 + 46  # c1: the quarter; c2: 10-01 .. 11-15
     # pc-b: c2 from 11-16: A3 (no response, no arrival), and the 21-day maintenance gap.
     assert values(pc_b["measures"], "alerts", "trapped", "response_p50_s", "response_in_time",
@@ -236,6 +246,7 @@ async def test_a_quarter_scored_by_the_chibi_table(db: Database, tmp_path: Path)
     # c3 has no company: its measures are kept (the committee answered), it ranks nobody.
     c3 = body["communities"]["c3"]
     assert c3["held_by"] == [{"company": None, "from": "2026-10-01", "to": "2026-12-31"}]
+    assert c3["alerts_by_rule"] == {"gate_forced": 1}
     assert values(c3["measures"], "alerts", "false_alarms", "response_in_time") == {
         "alerts": 1, "false_alarms": 1, "response_in_time": 0.0}  # fmt: skip
     assert body["communities"]["c2"]["held_by"] == [
@@ -341,3 +352,25 @@ async def test_streaks_come_from_the_signed_periods_before(db: Database) -> None
         # pc-a 95, pc-b 100 (no finding), pc-c 100: a tie on top shares rank 1.
         "2026-Q4": {"pc-b": ["red"], "pc-c": ["red"], "pc-a": ["black"]},
     }
+
+
+def test_a_city_table_names_each_problem_with_its_line(tmp_path: Path) -> None:
+    text = (TABLES_DIR / "chibi.yaml").read_text()
+    for old, new in (("id: chibi", "id: Chi Bi!"),
+                     ("{measure: trapped, per: 1, points: 2, cap: 10}",
+                      "{measure: trapped, per: 1, points: .nan, cap: 10, weight: 2}"),
+                     ("{measure: response_in_time, below: 0.9, points: 5}",
+                      "{measure: response_in_time, above: 60, points: 5}")):  # fmt: skip
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_table(path)
+    got = [f"{p.line}: {p.path}: {p.reason}" for p in info.value.problems]
+    assert got == [
+        "14: deductions[0].weight: 'weight' is not a key here",
+        "7: id: 'Chi Bi!' is not a slug like 'chibi'",
+        "14: deductions[0].points: nan is not a finite number",
+        "18: deductions[4].above: response_in_time is a share: a bound in 0..1",
+    ]

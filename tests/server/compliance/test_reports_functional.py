@@ -13,11 +13,13 @@ import email
 import email.policy
 import hashlib
 import http.client
+import http.server
 import io
 import json
 import shutil
 import sqlite3
 import struct
+import threading
 import time
 import unicodedata
 import urllib.parse
@@ -25,7 +27,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,6 +37,7 @@ from openpyxl import load_workbook
 from playwright.async_api import async_playwright
 from pypdf import PdfReader
 
+from server.alerting.notifier import sign_v2
 from tests.conftest import (
     ADMIN_TOKEN,
     DEMO_REGISTRY,
@@ -52,6 +55,7 @@ from tests.server.web.test_access_functional import envelope, publish
 pytestmark = pytest.mark.functional
 
 C = "meihuayuan"
+HOOK_SECRET = "report-hook-secret-0123"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -69,6 +73,21 @@ class Mailbox:
         assert isinstance(msg, email.message.EmailMessage)
         self.messages.append(msg)
         return "250 Message accepted for delivery"
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: keeps every POST's headers and body (the class is the store)."""
+
+    got: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        Hook.got.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
 
 
 def call(
@@ -117,6 +136,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         'ledger_schedule = ""', f'ledger_schedule = "{due.isoweekday()} {due:%H:%M}"'
     )
     settings.write_text(text + f'smtp_url = "smtp://127.0.0.1:{box.port}"\n')
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
     reg = yaml.safe_load(DEMO_REGISTRY.read_text())
     reg["organisations"].append(
         {"id": "so-other", "kind": "street_office", "name": "另一街道", "district": "shanting"}
@@ -124,6 +145,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     for org in reg["organisations"]:
         if org["id"] in ("so-shancheng", "hb-shanting"):
             org["channels"] = [{"kind": "email", "address": f"duty@{org['id']}.example"}]
+        if org["id"] == "hb-shanting":  # the bureau's system also takes a signed webhook
+            url = f"http://127.0.0.1:{hook.server_port}/reports"
+            org["channels"].append({"kind": "webhook", "secret": HOOK_SECRET, "url": url})
     registry = tmp / "registry.yaml"
     registry.write_text(yaml.safe_dump(reg, allow_unicode=True))
     done = run_linli("registry", "import", str(registry), "--config", str(settings))
@@ -155,6 +179,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         }
     finally:
         code = stop(srv.proc)
+        hook.shutdown()
         box.controller.stop()
         broker.proc.terminate()
         broker.proc.wait(timeout=10)
@@ -186,6 +211,13 @@ async def test_an_assessment_from_a_gateway_alert_to_signed_reports(world: dict[
         "duty@hb-shanting.example",
         "duty@so-shancheng.example",
     ]
+    # ... and one signed webhook to the bureau's system, linking the report in the API.
+    [(headers, body)] = wait(lambda: Hook.got, "the ledger's webhook")
+    sent = json.loads(body)
+    assert (sent["kind"], sent["report"], sent["org"]) == ("report", "ledger", "hb-shanting")
+    assert sent["url"].startswith(f"http://127.0.0.1:{world['http_port']}/api/compliance/reports/")
+    stamp, delivery = int(headers["X-Linli-Timestamp"]), headers["X-Linli-Delivery"]
+    assert headers["X-Linli-Signature-256"] == sign_v2(HOOK_SECRET, stamp, delivery, body)
     for msg in box.messages:
         [part] = list(msg.iter_attachments())
         assert part.get_filename().startswith("ledger-")
@@ -431,7 +463,7 @@ def test_the_cli_reads_the_same_periods_and_the_ledger_went_once(world: dict[str
     assert stop(srv.proc) == 0
     world["srv"] = start_server(world["tmp"], world["settings"], world["http_port"])
     time.sleep(3)
-    assert len(box.messages) == 2
+    assert (len(box.messages), len(Hook.got)) == (2, 1)
     settings = str(world["settings"])
     q = quarter_now()
     done = run_linli(
