@@ -165,25 +165,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         made = run_linli("tokens", "create", org, "--config", str(settings))
         assert made.returncode == 0, made.stderr
         tokens[org] = made.stdout.split()[-1]
-    srv = start_server(tmp, settings, http_port)
+    state: dict[str, Any] = {
+        "srv": start_server(tmp, settings, http_port),
+        "tokens": tokens,
+        "broker": broker,
+        "box": box,
+        "tmp": tmp,
+        "db": tmp / "linli.db",
+        "settings": settings,
+        "http_port": http_port,
+    }
     try:
-        yield {
-            "srv": srv,
-            "tokens": tokens,
-            "broker": broker,
-            "box": box,
-            "tmp": tmp,
-            "db": tmp / "linli.db",
-            "settings": settings,
-            "http_port": http_port,
-        }
+        yield state
     finally:
-        code = stop(srv.proc)
+        code = stop(state["srv"].proc)  # the one running now (a test restarts it)
         hook.shutdown()
+        hook.server_close()
         box.controller.stop()
         broker.proc.terminate()
         broker.proc.wait(timeout=10)
-        assert code in (0, None), srv.log.read_text()[-3000:]
+        assert code in (0, None), state["srv"].log.read_text()[-3000:]
 
 
 def wait(check: Any, what: str, timeout: float = 30.0) -> Any:
