@@ -56,6 +56,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/compliance.py
+	$(BIN)/python bench/screens.py
+	$(BIN)/python bench/screen_memory.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

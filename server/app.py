@@ -45,11 +45,14 @@ from server.keys import (
     LIVE,
     MQTT_CONNECTED,
     NOTIFIER,
+    SCREENS,
     SETTINGS,
     TELEMETRY,
     TELEMETRY_READER,
     TELEMETRY_WRITER,
 )
+from server.screens.api import add_screen_routes
+from server.screens.hub import ScreenHub
 from server.settings import Settings, influx_target
 from server.store.db import open_database
 from server.store.registry import RegistryIndex, load_registry_index
@@ -174,7 +177,11 @@ async def _management_ctx(app: web.Application) -> AsyncIterator[None]:
         smtp=notifier.smtp,
         base_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
     )
+    hub = ScreenHub(app[DATABASE], app[LIVE], reader=lambda: app.get(TELEMETRY_READER),
+                    tz=settings.timezone, clock=alerts.clock)  # fmt: skip
+    app[SCREENS] = hub
     async with _background(
+        ("screens", hub.run()),
         ("gateway-link", link.run()),
         ("alert-timers", alerts.run_timers(ready=app.get(MQTT_CONNECTED))),
         ("notifier", notifier.run()),
@@ -315,5 +322,6 @@ def create_app(settings: Settings) -> web.Application:
     add_gateway_admin_routes(app)
     add_alert_routes(app)
     add_compliance_routes(app)
+    add_screen_routes(app)
     check_routes(app)  # every /api/ route says who may call it
     return app

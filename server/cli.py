@@ -14,6 +14,7 @@
     linli report assessment|ranking|sign|correct TABLE PERIOD    assessments by city table
     linli report ledger|progress ORG PERIOD   the ledger (台账) and the progress table
     linli report tables [--check FILE…]       the city tables, or check table files
+    linli screens create|list|token|revoke …  live screens and their tokens
     linli gateways provision C G [--rotate] [--site F]   a gateway's MQTT account
     linli broker user server|feed [ORG] [--rotate]      the server's or a feed's account
     linli broker write                        mosquitto's password and ACL files, reloaded
@@ -52,6 +53,7 @@ from server.gateways.broker_auth import (
 from server.gateways.cli import add_gateways_parser, run_gateways
 from server.gateways.signing import SigningKeyError, load_or_create_signing_key
 from server.ingest.pipeline import evidence_id
+from server.screens.cli import add_screens_parser, run_screens
 from server.serving import serve, stop_on_signals
 from server.settings import Settings, influx_target, load_settings
 from server.store import audit
@@ -132,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_tokens_parser(sub)
     add_report_parser(sub)
+    add_screens_parser(sub)
     e = sub.add_parser("evidence", help="opaque evidence ids")
     esub = e.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
     ei = esub.add_parser("id", help="the id the server stores for device evidence references")
@@ -258,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_tokens(args, load_settings(args.config)))
         if args.command == "report":
             return asyncio.run(run_report(args, load_settings(args.config)))
+        if args.command == "screens":
+            return asyncio.run(run_screens(args, load_settings(args.config)))
         if args.command == "evidence":
             settings = load_settings(args.config)
             if not Path(settings.signing_key_path).exists():  # never make a new key here

@@ -18,19 +18,25 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 import yaml
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from collectors.signed import public_key_text
 from server.gateways.signing import load_or_create_signing_key
+from server.screens.hub import make_screen_token
 from server.serving import serve, stop_on_signals
 from server.settings import load_settings
+from server.store import models
 from server.store.db import open_database
 from server.store.registry import RegistryFile, import_registry, load_registry
+from server.web.auth import token_digest
 
 __all__ = ["DEMO_REGISTRY", "run_demo", "site_configs"]
 
@@ -162,6 +168,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             settings = msgspec.structs.replace(settings, mqtt_url=mqtt_url, mqtt_shared_group="")
         async with open_database(settings.database_url) as db, db.session(write=True) as session:
             counts = await import_registry(session, reg)
+            screen_tokens = await _screen_tokens(session, reg)
         log.info(
             "registry %s: %d created, %d updated, %d unchanged",
             registry_path,
@@ -193,11 +200,16 @@ async def run_demo(args: argparse.Namespace) -> int:
                 *cmd, start_new_session=True, env=dict(os.environ)
             )
             token = f"#token={settings.admin_token}"
+            screens = "".join(
+                f"  Screen {sid}: {url.rstrip('/')}/screen/{sid}#token={tok}\n"
+                for sid, tok in screen_tokens.items()
+            )
             print(
                 f"\n  Linli demo: {len(paths)} simulated gateways, "
                 f"{sum(len(c.devices) for c in reg.communities)} devices\n"
                 f"  Open {url}{token}\n  (English: {url}?lang=en{token})\n"
-                "  The token is the operator's admin token for this run.\n  Ctrl-C to stop.\n",
+                "  The token is the operator's admin token for this run.\n"
+                f"{screens}  Ctrl-C to stop.\n",
                 flush=True,
             )
 
@@ -211,3 +223,20 @@ async def run_demo(args: argparse.Namespace) -> int:
             await stopping()
     print("Linli demo stopped.", flush=True)
     return 0
+
+
+async def _screen_tokens(session: AsyncSession, reg: RegistryFile) -> dict[str, str]:
+    """A fresh token for each screen of the registry (the old ones stop): the demo prints
+    each screen's address with it."""
+    now = time.time_ns() // 1_000_000
+    out: dict[str, str] = {}
+    for sc in reg.screens:
+        await session.execute(
+            update(models.ScreenToken)
+            .where(models.ScreenToken.screen_id == sc.id, models.ScreenToken.revoked_t.is_(None))
+            .values(revoked_t=now)
+        )
+        token = make_screen_token()
+        session.add(models.ScreenToken(sha256=token_digest(token), screen_id=sc.id, created_t=now))
+        out[sc.id] = token
+    return out

@@ -12,6 +12,7 @@ from server.alerting.service import AlertService
 from server.compliance.citytable import CityTable
 from server.gateways.link import GatewayLink
 from server.ingest.pipeline import Ingest
+from server.screens.hub import ScreenHub
 from server.settings import Settings
 from server.store.db import Database
 from server.telemetry import TelemetryWriter
@@ -31,6 +32,7 @@ __all__ = [
     "LIVE",
     "MQTT_CONNECTED",
     "NOTIFIER",
+    "SCREENS",
     "SETTINGS",
     "STREAMS",
     "TELEMETRY",
@@ -56,6 +58,8 @@ ALERTS = web.AppKey("alerts", AlertService)
 #: The city assessment tables, by id (server/compliance/citytable.py).
 COMPLIANCE_TABLES: web.AppKey[dict[str, CityTable]] = web.AppKey("compliance_tables")
 NOTIFIER = web.AppKey("notifier", Notifier)
+#: The screens' live feed (server/screens/hub.py).
+SCREENS = web.AppKey("screens", ScreenHub)
 GATEWAY_LINK = web.AppKey("gateway_link", GatewayLink)
 #: Handler tasks of open SSE streams, cancelled on shutdown so that it does not wait on them.
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")

@@ -57,6 +57,8 @@ __all__ = [
     "Organisation",
     "RescueRecord",
     "ScheduledReport",
+    "Screen",
+    "ScreenToken",
 ]
 
 
@@ -545,3 +547,33 @@ class ScheduledReport(Base):
     next_t: Mapped[int] = mapped_column(BigInteger, default=0)
     sent_t: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- screens (issue 16) ---------------------------------------------------------------------
+
+
+class Screen(Base):
+    """A live screen of an organisation (server/screens/): the communities it shows (JSON
+    list; "" for the organisation's own), its language, density and rotation."""
+
+    __tablename__ = "screens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    communities: Mapped[str] = mapped_column(Text, default="")
+    lang: Mapped[str] = mapped_column(String(8), default="zh")
+    density: Mapped[str] = mapped_column(String(16), default="normal")
+    rotate_s: Mapped[int] = mapped_column(Integer, default=15)
+
+
+class ScreenToken(Base):
+    """A screen's read-only token, stored as its SHA-256 (shown once when made). It opens
+    that screen's page data and stream, nothing else."""
+
+    __tablename__ = "screen_tokens"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    screen_id: Mapped[str] = mapped_column(ForeignKey("screens.id"), index=True)
+    created_t: Mapped[int] = mapped_column(BigInteger)
+    revoked_t: Mapped[int | None] = mapped_column(BigInteger)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 from sqlalchemy import select
@@ -140,6 +141,25 @@ class CentreDecl(_Decl, frozen=True):
     communities: list[str]
 
 
+class ScreenDecl(_Decl, frozen=True):
+    """A live screen (docs/screens.md): whose it is, which communities it shows (default: the
+    organisation's own: a centre's, a street office's street, a company's contracts of the
+    day, a committee's community, a bureau's district), its language, density and the
+    seconds each page of communities stays up. Its token is made with ``linli screens``."""
+
+    id: str
+    org: str
+    name: str = ""
+    communities: list[str] | None = None
+    lang: Literal["zh", "en"] = "zh"
+    density: Literal["normal", "compact"] = "normal"
+    rotate_s: int = 15
+
+
+SCREEN_ORGS: Final = ("neighbourhood_centre", "property_company", "street_office",
+                      "community_committee", "housing_bureau")  # fmt: skip
+
+
 class RegistryFile(_Decl, frozen=True):
     """The whole registry file."""
 
@@ -148,6 +168,7 @@ class RegistryFile(_Decl, frozen=True):
     communities: list[CommunityDecl] = []
     contracts: list[ContractDecl] = []
     neighbourhood_centres: list[CentreDecl] = []
+    screens: list[ScreenDecl] = []
 
 
 def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
@@ -238,6 +259,25 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
         for j, cid in enumerate(centre.communities):
             if cid not in communities:
                 yield f"neighbourhood_centres[{i}].communities[{j}]", f"unknown community {cid!r}"
+    screen_ids: set[str] = set()
+    for i, sc in enumerate(reg.screens):
+        base = f"screens[{i}]"
+        if not ID_PATTERN.match(sc.id):
+            yield f"{base}.id", f"{sc.id!r} is not a slug like 'nc-1-hall'"
+        elif sc.id in screen_ids:
+            yield f"{base}.id", f"screen {sc.id!r} is declared twice"
+        screen_ids.add(sc.id)
+        owner = orgs.get(sc.org)
+        if owner is None:
+            yield f"{base}.org", f"unknown organisation {sc.org!r}"
+        elif owner.kind not in SCREEN_ORGS:
+            yield f"{base}.org", (f"{sc.org} is a {owner.kind}; screens belong to a "
+                                  f"{', '.join(SCREEN_ORGS)}")  # fmt: skip
+        for j, cid in enumerate(sc.communities or []):
+            if cid not in communities:
+                yield f"{base}.communities[{j}]", f"unknown community {cid!r}"
+        if not 5 <= sc.rotate_s <= 600:
+            yield f"{base}.rotate_s", "must be 5..600 seconds"
 
 
 def load_registry(path: Path) -> RegistryFile:
@@ -342,6 +382,13 @@ async def import_registry(session: AsyncSession, reg: RegistryFile) -> ImportCou
         for cid in centre.communities:
             link = models.CentreCommunity(centre_id=centre.org, community_id=cid)
             _apply(session, await session.get(models.CentreCommunity, (centre.org, cid)), link, n)
+    for sc in reg.screens:
+        screen = models.Screen(
+            id=sc.id, org_id=sc.org, name=sc.name or sc.id,
+            communities=json.dumps(sc.communities) if sc.communities is not None else "",
+            lang=sc.lang, density=sc.density, rotate_s=sc.rotate_s,
+        )  # fmt: skip
+        _apply(session, await session.get(models.Screen, sc.id), screen, n)
     await session.flush()
     return n
 

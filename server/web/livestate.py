@@ -8,6 +8,7 @@ is bounded by the number of devices, so a slow screen never grows memory.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,10 @@ class LiveState:
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.gateways: dict[tuple[str, str], dict[str, Any]] = {}
         self._subscribers: set[Subscriber] = set()
+        #: Called with every change: (key, community, the DeviceState or the gateway's
+        #: entry itself, nothing built): the screens' hub, which builds what it sends once
+        #: per frame, not per change.
+        self.listeners: list[Callable[[str, str, DeviceState | dict[str, Any]], None]] = []
 
     def apply(self, community: str, items: list[Item]) -> None:
         """Fold an envelope's items into device states and notify subscribers."""
@@ -103,8 +108,11 @@ class LiveState:
                 state = self.devices[key] = DeviceState(community, item.dev, item.kind)
             state.apply(item)
             touched[key] = state
+        for (com, dev), state in touched.items():
+            for listener in self.listeners:
+                listener(f"d/{com}/{dev}", com, state)
         if not self._subscribers:
-            return  # nobody watching: no update to build
+            return  # nobody watching the status page: no update to build
         for (com, dev), state in touched.items():
             self._notify(f"d/{com}/{dev}", {"type": "device", **state.as_json()})
 
@@ -113,6 +121,8 @@ class LiveState:
         entry = self.gateways.setdefault((community, gateway), {})
         entry.update(community=community, gateway=gateway, status=status, t=t)
         self._notify(f"g/{community}/{gateway}", {"type": "gateway", **entry})
+        for listener in self.listeners:
+            listener(f"g/{community}/{gateway}", community, entry)
 
     def set_gateway_health(
         self, community: str, gateway: str, t: int, fields: dict[str, FieldValue]
@@ -126,6 +136,8 @@ class LiveState:
         entry["health"] = dict(fields)
         entry["health_t"] = t
         self._notify(f"g/{community}/{gateway}", {"type": "gateway", **entry})
+        for listener in self.listeners:
+            listener(f"g/{community}/{gateway}", community, entry)
 
     def subscribe(self) -> Subscriber:
         """A new subscriber; call :meth:`unsubscribe` when its screen goes away."""

@@ -3,10 +3,12 @@ Ctrl-C (SIGINT) stops everything, leaving no process and no port behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +82,22 @@ def test_demo_runs_live_and_stops_cleanly(tmp_path: Path) -> None:
             changed |= {c for c in after if after[c] != before[c]}
         assert time.monotonic() - started < 60
         assert len(after) >= 20
+        # The neighbourhood centre's screen shows the 22 communities, live.
+        request = urllib.request.Request(
+            f"{url}/screen-data/shancheng-hall/snapshot",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            screen = json.loads(resp.read())
+        assert len(screen["communities"]) == 22
+        assert sum(1 for c in screen["communities"] for d in c["devices"] if d["t"]) > 100
         assert len(changed) >= 20, f"only {len(changed)} communities changed"
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
     assert f"http://127.0.0.1:{port}/" in out
+    assert f"http://127.0.0.1:{port}/screen/shancheng-hall#token=scr_" in out
     assert "Linli demo stopped." in out
     assert "no output is configured" not in out  # every rule has its output (issue 12)
     for pid in gateway_pids:

@@ -105,11 +105,16 @@ ROUTES: dict[tuple[str, str], tuple[str, Any, int]] = {
         "/api/compliance/meetings", {"community": C, "day": "2026-11-02"}, 404),
     ("POST", "/api/compliance/findings"): ("/api/compliance/findings", {"item": "x"}, 400),
     ("GET", "/api/compliance/dossier/{community}"): (f"/api/compliance/dossier/{C}", None, 404),
+    ("GET", "/api/screens"): ("/api/screens", None, 200),  # B's own: none
+    ("POST", "/api/screens"): ("/api/screens", {"id": "b-hall", "communities": [C]}, 404),
+    ("POST", "/api/screens/{id}/token"): ("/api/screens/shancheng-hall/token", None, 404),
+    ("POST", "/api/screens/{id}/revoke"): ("/api/screens/shancheng-hall/revoke", None, 404),
 }  # fmt: skip
 
 TABLES = ("audit_log", "maintenance_records", "alert_transitions", "gateway_configs",
           "gateway_commands", "api_tokens", "alerts", "assessments", "findings",
-          "inspection_results", "meeting_records", "rescue_records")  # fmt: skip
+          "inspection_results", "meeting_records", "rescue_records", "screens",
+          "screen_tokens")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,13 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("POST", "/api/compliance/findings", ()),
     ("GET", "/api/compliance/dossier/{community}", ()),
     ("GET", "/dossier/{community}", ()),
+    ("GET", "/screen/{id}", ("lang", "sound")),
+    ("GET", "/screen-data/{id}/snapshot", ()),
+    ("GET", "/screen-data/{id}/stream", ()),
+    ("GET", "/api/screens", ()),
+    ("POST", "/api/screens", ()),
+    ("POST", "/api/screens/{id}/token", ()),
+    ("POST", "/api/screens/{id}/revoke", ()),
 ]
 
 # Values that reach parsers' edges: other scripts' digits, huge numbers, signs, separators,
@@ -90,7 +97,7 @@ EDGE = st.sampled_from([
     str(2**63), str(2**63 - 1), "nan", "meihuayuan", "gw-1", "el-1-1", "fl-1",
     "pc-anju", "%", "%00", "..", "/", "\x00", "\u202e", "a" * 5000, "shanting", "2026-Q4",
     "2026-W53", "2026-02-30..2026-03-01", "9999-Q4", "2026-13", "ledger", "progress", "pdf",
-    "xlsx", "csv", "json", "so-shancheng", "hb-shanting",
+    "xlsx", "csv", "json", "so-shancheng", "hb-shanting", "shancheng-hall",
 ])  # fmt: skip
 VALUE = st.one_of(EDGE, st.text(max_size=40))
 TOKENS = st.sampled_from([None, ADMIN, "org", "x" * 40, "", "Bearer", "\u00e9" * 20])
@@ -177,7 +184,9 @@ def test_no_input_gives_a_server_error(served: tuple[ServerProc, str], data: st.
                     | st.dictionaries(st.sampled_from(["state", "note", "op", "device",
                                                        "community", "day", "version", "x",
                                                        "correction", "arrival_t", "result",
-                                                       "next_date", "released_by", "method"]),
+                                                       "next_date", "released_by", "method",
+                                                       "id", "communities", "rotate_s",
+                                                       "lang", "org"]),
                                       inner, max_size=4),
                     max_leaves=8,
                 ).map(lambda v: json.dumps(v).encode()),

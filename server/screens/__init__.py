@@ -1,0 +1,1 @@
+"""Live screens for neighbourhood centres, duty rooms and street offices (issue 16)."""
