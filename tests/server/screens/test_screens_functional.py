@@ -112,9 +112,29 @@ def test_a_screen_token_opens_its_own_screen_and_nothing_else(world: dict[str, A
         status, answer = get(srv, path, token)
         assert status == 401, (path, answer)
         assert why in answer["error"], (path, answer)
+    # A screen made through the API gets a token once; revoked, it is refused, saying so.
+    made = post(srv, "/api/screens", ADMIN_TOKEN, {"id": "tmp-hall", "org": "nc-two"})
+    assert (made["id"], made["communities"]) == ("tmp-hall", None)
+    assert get(srv, "/screen-data/tmp-hall/snapshot", made["token"])[0] == 200
+    assert post(srv, "/api/screens/tmp-hall/revoke", ADMIN_TOKEN, {})["revoked"] == 1
+    status, answer = get(srv, "/screen-data/tmp-hall/snapshot", made["token"])
+    assert (status, answer["error"]) == (401, "the token was revoked")
     # The operator looks at any screen; the status page's data wants the admin token.
     assert get(srv, "/screen-data/two-hall/snapshot", ADMIN_TOKEN)[0] == 200
     assert get(srv, "/api/overview", None)[0] == 401
+
+
+def post(srv: ServerProc, path: str, token: str, body: Any) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode(),
+                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        assert resp.status in (200, 201), answer
+        return answer
+    finally:
+        conn.close()
 
 
 async def wait_for(page: Page, script: str, timeout_ms: float = 10_000) -> None:
