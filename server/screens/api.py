@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -39,8 +40,10 @@ from server.web.http_json import json_error
 __all__ = ["add_screen_routes"]
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
+_TOKEN_SHAPE: Final = re.compile(r"scr_[A-Za-z0-9_-]{32}")
 SCREEN_REFUSED: Final = web.AppKey("screen_refused", RateLimiter)
 KEEPALIVE_S: Final = 15.0
+MAX_COMMUNITIES: Final = 500
 #: The stream re-checks its token this often (a revoked token ends it).
 RECHECK_S: Final = 30.0
 
@@ -63,13 +66,23 @@ async def _screen_for(request: web.Request) -> tuple[models.Screen, str | None]:
     None for the operator). 401 names what is wrong; a screen that does not exist is worded
     as a token that does not open it."""
     screen_id = request.match_info["id"]
-    header = request.headers.get("Authorization", "")
+    limiter = request.app[SCREEN_REFUSED]
+    if limiter.wait(request.remote or "unknown") > 0:  # too many refused: paused, valid too
+        raise json_error(web.HTTPTooManyRequests, "too many refused tokens; wait a while")
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise json_error(web.HTTPBadRequest, "one Authorization header, not several")
+    header = headers[0] if headers else ""
     if not header.startswith("Bearer ") or not header[7:].strip():
         raise _refuse(request, "missing Authorization: Bearer <the screen's token>")
     token = header[7:].strip()
+    is_admin = is_operator(request, request.app[SETTINGS].admin_token)
+    if not is_admin and not _TOKEN_SHAPE.fullmatch(token):
+        raise _refuse(request, "the token is malformed: a screen's token is scr_ and 32 "
+                      "letters, digits, - or _")  # fmt: skip
     async with request.app[DATABASE].session() as session:
         screen = await session.get(models.Screen, screen_id)
-        if is_operator(request, request.app[SETTINGS].admin_token) and screen is not None:
+        if is_admin and screen is not None:
             return screen, None
         digest = token_digest(token)
         row = await session.get(models.ScreenToken, digest)
@@ -196,6 +209,11 @@ async def create_screen(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "rotate_s: 5..600 seconds")
     if len(req.name) > 200:
         raise json_error(web.HTTPBadRequest, "name: at most 200 characters")
+    if req.communities is not None:
+        if not 1 <= len(set(req.communities)) <= MAX_COMMUNITIES:
+            raise json_error(web.HTTPBadRequest, f"communities: 1..{MAX_COMMUNITIES} ids, or "
+                             "leave it out for the organisation's own")  # fmt: skip
+        req.communities = sorted(set(req.communities))
     owner_id = req.org if caller.operator else caller.org
     if owner_id is None:
         raise json_error(web.HTTPBadRequest, "org: the operator names the screen's organisation")
@@ -208,11 +226,15 @@ async def create_screen(request: web.Request) -> web.Response:
                 web.HTTPBadRequest,
                 f"org: {owner_id!r} cannot have screens ({', '.join(SCREEN_ORGS)} can)",
             )
+        alerts = request.app[ALERTS]
+        today = dt.datetime.fromtimestamp(alerts.clock() / 1000, alerts.tz).date()
+        own = set(await communities_of_screen(session, models.Screen(org_id=owner_id), today))
         for cid in req.communities or []:
-            if not caller.scope.whole(cid) or await session.get(models.Community, cid) is None:
+            if cid not in own or not caller.scope.whole(cid):
                 raise json_error(web.HTTPNotFound, f"no community {cid!r}")
         if await session.get(models.Screen, req.id) is not None:
-            raise json_error(web.HTTPConflict, f"screen {req.id!r} exists")
+            # Ids are unique across organisations: say only that this one cannot be used.
+            raise json_error(web.HTTPConflict, f"id: {req.id!r} cannot be used; choose another")
         screen = models.Screen(
             id=req.id,
             org_id=owner_id,

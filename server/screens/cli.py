@@ -15,18 +15,20 @@ A screen declared in the registry (``screens:``) exists after ``linli registry i
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 
 from collectors.wire import ID_PATTERN
 from collectors.yamlconf import ConfigError
-from server.screens.hub import make_screen_token
+from server.screens.hub import communities_of_screen, make_screen_token
 from server.settings import Settings
 from server.store import audit, models
 from server.store.db import open_database
@@ -111,10 +113,16 @@ async def run_screens(args: argparse.Namespace, settings: Settings) -> int:
                 wanted = (
                     [c.strip() for c in args.communities.split(",")] if args.communities else None
                 )
+                today = dt.datetime.now(ZoneInfo(settings.timezone)).date()
+                probe = models.Screen(org_id=args.org)
+                own = set(await communities_of_screen(session, probe, today))
                 for cid in wanted or []:
-                    if await session.get(models.Community, cid) is None:
+                    if cid not in own:
                         raise ConfigError.one(
-                            "screens create", None, "communities", f"unknown community {cid!r}"
+                            "screens create",
+                            None,
+                            "communities",
+                            f"{args.org} does not serve {cid!r}: a screen shows its own",
                         )
                 session.add(
                     models.Screen(

@@ -68,7 +68,10 @@ def make_screen_token() -> str:
     return "scr_" + secrets.token_urlsafe(24)
 
 
-def public_device(state: dict[str, Any], name: str) -> dict[str, Any]:
+Names = tuple[str, str]  # Chinese, English (the English falls back to the Chinese)
+
+
+def public_device(state: dict[str, Any], name: Names) -> dict[str, Any]:
     """A device's state as a screen shows it (LiveState's form, filtered)."""
     allowed = PUBLIC_FIELDS.get(state["kind"], frozenset())
     return {
@@ -76,14 +79,15 @@ def public_device(state: dict[str, Any], name: str) -> dict[str, Any]:
         "community": state["community"],
         "dev": state["dev"],
         "kind": state["kind"],
-        "name": name,
+        "name": name[0],
+        "name_en": name[1],
         "t": state.get("t"),
         "fields": {k: v for k, v in (state.get("fields") or {}).items() if k in allowed},
         "active": list(state.get("active") or []),
     }
 
 
-def public_alert(row: models.Alert, device_name: str, handler: str | None) -> dict[str, Any]:
+def public_alert(row: models.Alert, device_name: Names, handler: Names | None) -> dict[str, Any]:
     """An alert as a screen shows it: what, where, since when, its state, who handles it
     (an organisation's public name); no notes, evidence or people."""
     return {
@@ -91,7 +95,8 @@ def public_alert(row: models.Alert, device_name: str, handler: str | None) -> di
         "id": row.id,
         "community": row.community_id,
         "device": row.device,
-        "device_name": device_name,
+        "device_name": device_name[0],
+        "device_name_en": device_name[1],
         "rule": row.rule,
         "severity": row.severity,
         "state": row.state,
@@ -99,7 +104,8 @@ def public_alert(row: models.Alert, device_name: str, handler: str | None) -> di
         "opened_t": row.opened_t,
         "updated_t": row.updated_t,
         "level": row.level,
-        "handler": handler,
+        "handler": handler[0] if handler else None,
+        "handler_en": handler[1] if handler else None,
     }
 
 
@@ -154,40 +160,39 @@ class _Group:
 
 
 async def communities_of_screen(session: Any, screen: models.Screen, day: dt.date) -> list[str]:
-    """The communities a screen shows: its own list, else its organisation's (a centre's,
-    a street office's street, a company's contracts of ``day``, a committee's community, a
-    bureau's district), ordered by id."""
-    if screen.communities:
-        wanted = json.loads(screen.communities)
-        query = select(models.Community.id).where(models.Community.id.in_(wanted))
-        return sorted((await session.scalars(query)).all())
+    """The communities a screen shows, ordered by id: its organisation's (a centre's, a
+    street office's street, a company's contracts of ``day``, a committee's community, a
+    bureau's district), narrowed to the screen's own list when it has one (a list never
+    widens what the organisation sees: a company's screen loses a community at a handover)."""
     org = await session.get(models.Organisation, screen.org_id)
     if org is None:
         return []
-    query = select(models.Community.id)
-    if org.kind == "neighbourhood_centre":
-        query = select(models.CentreCommunity.community_id).where(
-            models.CentreCommunity.centre_id == org.id
-        )
-    elif org.kind == "street_office":
-        query = query.where(models.Community.street_office_id == org.id)
-    elif org.kind == "community_committee":
-        query = query.where(models.Community.committee_id == org.id)
-    elif org.kind == "housing_bureau":
-        query = query.where(models.Community.district == org.district)
-    elif org.kind == "property_company":
-        held = []
-        contracts = (await session.scalars(select(models.Contract))).all()
+    own: set[str] = set()
+    if org.kind == "property_company":
         by_com: dict[str, list[ContractTerm]] = {}
-        for k in contracts:
+        for k in (await session.scalars(select(models.Contract))).all():
             by_com.setdefault(k.community_id, []).append(ContractTerm(k.company_id, k.start, k.end))
         for cid, terms in by_com.items():
             if company_on(CommunityFacts(cid, "", "", "", tuple(terms)), day) == org.id:
-                held.append(cid)
-        return sorted(held)
+                own.add(cid)
     else:
-        return []
-    return sorted((await session.scalars(query)).all())
+        query = select(models.Community.id)
+        if org.kind == "neighbourhood_centre":
+            query = select(models.CentreCommunity.community_id).where(
+                models.CentreCommunity.centre_id == org.id
+            )
+        elif org.kind == "street_office":
+            query = query.where(models.Community.street_office_id == org.id)
+        elif org.kind == "community_committee":
+            query = query.where(models.Community.committee_id == org.id)
+        elif org.kind == "housing_bureau":
+            query = query.where(models.Community.district == org.district)
+        else:
+            return []
+        own = set((await session.scalars(query)).all())
+    if screen.communities:
+        own &= set(json.loads(screen.communities))
+    return sorted(own)
 
 
 class ScreenHub:
@@ -208,8 +213,8 @@ class ScreenHub:
         self.epoch = secrets.token_hex(8)
         self._groups: dict[frozenset[str], _Group] = {}
         self._by_community: dict[str, set[_Group]] = {}
-        self._names: dict[tuple[str, str], str] = {}
-        self._org_names: dict[str, str] = {}
+        self._names: dict[tuple[str, str], Names] = {}
+        self._org_names: dict[str, Names] = {}
         self._alerts_seen_t = self.clock()
         self._strips: dict[str, tuple[float, dict[str, Any]]] = {}
         self.changes = 0  # changes fanned out (each serialised once)
@@ -257,7 +262,7 @@ class ScreenHub:
 
     def _encode(self, key: str, source: Any) -> bytes:
         if isinstance(source, DeviceState):
-            name = self._names.get((source.community, source.dev), source.dev)
+            name = self._names.get((source.community, source.dev), (source.dev, source.dev))
             update = public_device(source.as_json(), name)
         elif key.startswith("g/"):
             update = public_gateway(source)
@@ -295,14 +300,13 @@ class ScreenHub:
 
     async def load_names(self) -> None:
         async with self.db.session() as session:
-            for c, d, name in await session.execute(
-                select(models.Device.community_id, models.Device.id, models.Device.name)
+            D, Org = models.Device, models.Organisation  # noqa: N806
+            for c, d, name, name_en in await session.execute(
+                select(D.community_id, D.id, D.name, D.name_en)
             ):
-                self._names[c, d] = name
-            for oid, name in await session.execute(
-                select(models.Organisation.id, models.Organisation.name)
-            ):
-                self._org_names[oid] = name
+                self._names[c, d] = (name, name_en or name)
+            for oid, name, name_en in await session.execute(select(Org.id, Org.name, Org.name_en)):
+                self._org_names[oid] = (name, name_en or name)
 
     async def run(self) -> None:
         """Every FRAME_S, one frame per group of screens; every ALERT_POLL_S, the alert
@@ -339,11 +343,11 @@ class ScreenHub:
             handlers = await self._handlers(session, [r.id for r in rows])
         for row in rows:
             self._alerts_seen_t = max(self._alerts_seen_t, row.updated_t)
-            name = self._names.get((row.community_id, row.device), row.device)
+            name = self._names.get((row.community_id, row.device), (row.device, row.device))
             update = public_alert(row, name, handlers.get(row.id))
             self._fan_out(row.community_id, f"a/{row.id}", update)
 
-    async def _handlers(self, session: Any, ids: Sequence[int]) -> dict[int, str]:
+    async def _handlers(self, session: Any, ids: Sequence[int]) -> dict[int, Names]:
         if not ids:
             return {}
         rows = await session.execute(
@@ -353,7 +357,7 @@ class ScreenHub:
                 models.AlertRecipient.role.in_(("company", "community_committee")),
             )
         )
-        return {aid: self._org_names.get(org, org) for aid, org in rows}
+        return {aid: self._org_names.get(org, (org, org)) for aid, org in rows}
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -416,7 +420,7 @@ class ScreenHub:
             for d in devices:
                 if d.community_id != cid:
                     continue
-                self._names[cid, d.id] = d.name
+                self._names[cid, d.id] = (d.name, d.name_en or d.name)
                 state = self.live.devices.get((cid, d.id))
                 base = (
                     state.as_json()
@@ -430,7 +434,7 @@ class ScreenHub:
                         "active": [],
                     }
                 )
-                devs.append(public_device(base, d.name))
+                devs.append(public_device(base, (d.name, d.name_en or d.name)))
             gws = [
                 public_gateway(
                     self.live.gateways.get(
@@ -444,7 +448,7 @@ class ScreenHub:
                 {
                     "id": cid,
                     "name": c.name,
-                    "name_en": c.name_en or c.id,
+                    "name_en": c.name_en or c.name,
                     "devices": devs,
                     "gateways": gws,
                     "strip": strips[cid],
@@ -461,11 +465,14 @@ class ScreenHub:
                 "density": screen.density,
                 "rotate_s": screen.rotate_s,
                 "org": org.name if org is not None else "",
+                "org_en": (org.name_en or org.name) if org is not None else "",
             },
             "communities": out_coms,
             "alerts": [
                 public_alert(
-                    a, self._names.get((a.community_id, a.device), a.device), handlers.get(a.id)
+                    a,
+                    self._names.get((a.community_id, a.device), (a.device, a.device)),
+                    handlers.get(a.id),
                 )
                 for a in alerts
             ],

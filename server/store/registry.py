@@ -260,6 +260,7 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
             if cid not in communities:
                 yield f"neighbourhood_centres[{i}].communities[{j}]", f"unknown community {cid!r}"
     screen_ids: set[str] = set()
+    by_id = {c.id: c for c in reg.communities}
     for i, sc in enumerate(reg.screens):
         base = f"screens[{i}]"
         if not ID_PATTERN.match(sc.id):
@@ -273,11 +274,31 @@ def _check(reg: RegistryFile) -> Iterator[tuple[str, str]]:
         elif owner.kind not in SCREEN_ORGS:
             yield f"{base}.org", (f"{sc.org} is a {owner.kind}; screens belong to a "
                                   f"{', '.join(SCREEN_ORGS)}")  # fmt: skip
+        if sc.communities is not None and not sc.communities:
+            yield f"{base}.communities", "list at least one, or leave it out for the org's own"
         for j, cid in enumerate(sc.communities or []):
-            if cid not in communities:
+            listed = by_id.get(cid)
+            if listed is None:
                 yield f"{base}.communities[{j}]", f"unknown community {cid!r}"
+            elif owner is not None and not _screen_may_show(reg, owner, listed):
+                why = f"{sc.org} does not serve {cid}: a screen shows its own communities"
+                yield f"{base}.communities[{j}]", why
         if not 5 <= sc.rotate_s <= 600:
             yield f"{base}.rotate_s", "must be 5..600 seconds"
+
+
+def _screen_may_show(reg: RegistryFile, org: OrganisationDecl, com: CommunityDecl) -> bool:
+    """Whether ``org``'s screens may list ``com`` (the runtime narrows a company's to its
+    contracts of the day; here any contract will do)."""
+    if org.kind == "neighbourhood_centre":
+        return any(c.org == org.id and com.id in c.communities for c in reg.neighbourhood_centres)
+    if org.kind == "street_office":
+        return com.street_office == org.id
+    if org.kind == "community_committee":
+        return com.committee == org.id
+    if org.kind == "housing_bureau":
+        return com.district == org.district
+    return any(k.company == org.id and k.community == com.id for k in reg.contracts)
 
 
 def load_registry(path: Path) -> RegistryFile:

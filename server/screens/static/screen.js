@@ -16,7 +16,9 @@ const T = {
         floor: (f) => `${f}层`, up: "↑", down: "↓", stopped: "",
         elevator: { ok: "运行正常", idle: "停靠", fault: "故障", trapped: "困人", offline: "离线",
                     out: "停用", stale: "无数据" },
-        lane: { clear: "畅通", busy: (s) => `占用 ${Math.round((s || 0) / 60)} 分钟`, fault: "故障" },
+        lane: { clear: "畅通", busy: (s) => `占用 ${Math.round((s || 0) / 60)} 分钟`,
+                blocked: (s) => `堵塞 ${Math.round((s || 0) / 60)} 分钟`, fault: "故障" },
+        stale: "数据过期", refused: "令牌无效", more: (n) => `另有 ${n} 项`,
         gate: { closed: "关闭", open: "开启", forced: "强行打开", held: "长开", fire: "消防释放",
                 locked_down: "封闭" },
         panel: { alarm: "火警", normal: "正常" },
@@ -36,8 +38,9 @@ const T = {
         floor: (f) => `fl ${f}`, up: "↑", down: "↓", stopped: "",
         elevator: { ok: "running", idle: "idle", fault: "FAULT", trapped: "TRAPPED",
                     offline: "offline", out: "out of service", stale: "no data" },
-        lane: { clear: "clear", busy: (s) => `blocked ${Math.round((s || 0) / 60)} min`,
-                fault: "fault" },
+        lane: { clear: "clear", busy: (s) => `occupied ${Math.round((s || 0) / 60)} min`,
+                blocked: (s) => `BLOCKED ${Math.round((s || 0) / 60)} min`, fault: "fault" },
+        stale: "stale", refused: "token refused", more: (n) => `+${n} more`,
         gate: { closed: "closed", open: "open", forced: "FORCED", held: "held open",
                 fire: "fire release", locked_down: "locked down" },
         panel: { alarm: "FIRE ALARM", normal: "normal" },
@@ -88,8 +91,8 @@ const hhmm = (ms, secs) => new Date(ms).toLocaleTimeString("zh-CN", { timeZone: 
 function setConn(state) {
   const c = document.getElementById("conn");
   c.dataset.state = state;
-  c.textContent = state === "live" ? t().live
-    : state === "lost" ? t().lost(hhmm(lostSince)) : t().connecting;
+  c.textContent = state === "live" ? t().live : state === "refused" ? t().refused
+    : state === "lost" ? t().lost(hhmm(lostSince ?? Date.now())) : t().connecting;
 }
 
 function load(body) {
@@ -157,7 +160,7 @@ async function connect() {
     throw new Error("stream ended");
   } catch (e) {
     if (e.status === 401 || e.status === 404 || e.status === 429) {
-      setConn("lost"); showError(e.message);
+      setConn("refused"); showError(e.message);
       if (e.status === 429) setTimeout(connect, 30000);
       return;
     }
@@ -197,8 +200,18 @@ function showError(message) {
 
 // --- rendering ----------------------------------------------------------------------------
 
+// Open alerts of a device, by rule: after a server restart the live state is refilled by
+// the gateways' next reports, but the open alerts (from the database) already say what holds.
+function alertRules(d) {
+  const rules = new Set();
+  for (const a of alerts.values()) if (a.community === d.community && a.device === d.dev) rules.add(a.rule);
+  return rules;
+}
+
 function elevatorState(d) {
-  const f = d.fields || {}, active = new Set(d.active || []);
+  const f = d.fields || {}, active = new Set(d.active || []), rules = alertRules(d);
+  if (rules.has("trapped")) active.add("trapped");
+  if (rules.has("elevator_fault")) return ["bad", t().elevator.fault];
   if (active.has("trapped")) return ["bad", t().elevator.trapped];
   if (active.has("terminal_offline")) return ["warn", t().elevator.offline];
   if ([...active].some((e) => FAULTS.has(e))) return ["bad", t().elevator.fault];
@@ -210,31 +223,38 @@ function elevatorState(d) {
 }
 
 function laneState(d) {
-  const f = d.fields || {}, active = new Set(d.active || []);
+  const f = d.fields || {}, active = new Set(d.active || []), rules = alertRules(d);
   if (active.has("sensor_fault")) return ["warn", t().lane.fault];
-  if (f.occupied) return [active.has("obstruction") ? "bad" : "warn", t().lane.busy(f.dwell_s)];
+  if (active.has("obstruction") || rules.has("fire_lane_blocked")) return ["bad", t().lane.blocked(f.dwell_s)];
+  if (f.occupied) return ["warn", t().lane.busy(f.dwell_s)];
   return ["ok", t().lane.clear];
 }
 
 function gateState(d) {
-  const f = d.fields || {}, active = new Set(d.active || []);
-  if (active.has("forced_open")) return ["bad", t().gate.forced];
+  const f = d.fields || {}, active = new Set(d.active || []), rules = alertRules(d);
+  if (active.has("forced_open") || rules.has("gate_forced")) return ["bad", t().gate.forced];
   if (active.has("fire_release") || f.mode === "fire_release") return ["warn", t().gate.fire];
-  if (active.has("held_open") || f.mode === "held_open") return ["warn", t().gate.held];
+  if (active.has("held_open") || rules.has("gate_held_open") || f.mode === "held_open") return ["warn", t().gate.held];
   if (f.mode === "locked_down") return ["warn", t().gate.locked_down];
   return ["ok", f.open ? t().gate.open : t().gate.closed];
 }
 
 function tile(d, now) {
-  const [cls, text] = !d.t ? ["warn", t().elevator.stale] : d.kind === "elevator" ? elevatorState(d) : d.kind === "fire_lane"
-    ? laneState(d) : d.kind === "gate" ? gateState(d)
+  const known = d.t || alertRules(d).size;
+  const [cls, text] = !known ? ["warn", t().elevator.stale] : d.kind === "elevator" ? elevatorState(d)
+    : d.kind === "fire_lane" ? laneState(d) : d.kind === "gate" ? gateState(d)
     : (d.fields || {}).alarm ? ["bad", t().panel.alarm] : ["ok", t().panel.normal];
   const e = el("div", `tile ${cls}`);
-  if (d.t && now - d.t > STALE_S * 1000) e.classList.add("stale");
   e.dataset.dev = d.dev; e.dataset.state = cls;
-  e.append(el("span", "n", d.name), el("span", "s", text));
+  e.append(el("span", "n", en() ? d.name_en || d.name : d.name), el("span", "s", text));
+  if (d.t && now - d.t > STALE_S * 1000) {
+    e.classList.add("stale");
+    e.append(el("span", "old", t().stale));
+  }
   return e;
 }
+
+const en = () => (lang || (snap && snap.screen.lang)) === "en";
 
 function strip(s) {
   const box = el("div", "strip");
@@ -256,7 +276,7 @@ function strip(s) {
 }
 
 function pages() {
-  const per = snap.screen.density === "compact" ? 12 : 6;
+  const per = snap.screen.density === "compact" ? 8 : 6;
   const coms = snap.communities;
   const hot = new Set([...alerts.values()].filter(critical).map((a) => a.community));
   const pinned = coms.filter((c) => hot.has(c.id)).slice(0, per - 1);
@@ -271,7 +291,7 @@ function render() {
   const now = Date.now(), tt = t();
   document.documentElement.lang = (lang || snap.screen.lang) === "en" ? "en" : "zh-CN";
   document.getElementById("name").textContent = snap.screen.name;
-  document.getElementById("org").textContent = snap.screen.org;
+  document.getElementById("org").textContent = en() ? snap.screen.org_en || snap.screen.org : snap.screen.org;
   document.getElementById("lang").textContent = tt.other;
   document.getElementById("foot").textContent = tt.foot;
   const names = new Map(snap.communities.map((c) => [c.id, (lang || snap.screen.lang) === "en" ? c.name_en : c.name]));
@@ -279,16 +299,20 @@ function render() {
   const band = document.getElementById("band");
   band.dataset.empty = tt.none;
   const open = [...alerts.values()].sort((a, b) => (critical(b) - critical(a)) || a.opened_t - b.opened_t);
-  band.replaceChildren(...open.slice(0, 8).map((a) => {
+  const shown = open.length > 4 ? open.slice(0, 3) : open;
+  band.replaceChildren(...shown.map((a) => {
     const e = el("div", critical(a) ? "alert critical" : "alert");
     e.dataset.id = a.id; e.dataset.community = a.community;
     const age = Math.max(0, Math.floor((now - a.opened_t) / 1000));
     const state = a.state === "on_site" ? tt.onsite : a.state === "acknowledged" ? tt.ackd : tt.open;
-    e.append(el("b", null, tt.rules[a.rule] || a.rule), el("span", null, ` ${names.get(a.community) || a.community} ${a.device_name}`),
+    const device = en() ? a.device_name_en || a.device_name : a.device_name;
+    const handler = en() ? a.handler_en || a.handler : a.handler;
+    e.append(el("b", null, tt.rules[a.rule] || a.rule), el("span", null, ` ${names.get(a.community) || a.community} ${device}`),
       el("span", "age", `${Math.floor(age / 60)}:${String(age % 60).padStart(2, "0")}`),
-      el("span", "who", `${state}${a.handler ? " · " + a.handler : ""}`));
+      el("span", "who", `${state}${handler ? " · " + handler : ""}`));
     return e;
   }));
+  if (open.length > shown.length) band.append(el("div", "alert more", tt.more(open.length - shown.length)));
   // The panels of the current page.
   const all = pages();
   pageIndex %= all.length;

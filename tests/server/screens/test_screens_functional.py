@@ -102,11 +102,11 @@ def test_a_screen_token_opens_its_own_screen_and_nothing_else(world: dict[str, A
         ("/screen-data/shancheng-hall/snapshot", tokens["two-hall"]): "not valid for this screen",
         ("/screen-data/shancheng-hall/stream", tokens["two-hall"]): "not valid for this screen",
         ("/screen-data/shancheng-hall/snapshot", None): "missing Authorization",
-        ("/screen-data/shancheng-hall/snapshot", "garbage"): "not valid for this screen",
+        ("/screen-data/shancheng-hall/snapshot", "garbage"): "the token is malformed",
         ("/screen-data/no-such/snapshot", tokens["two-hall"]): "not valid for this screen",
         ("/api/alerts", tokens["two-hall"]): "the token is not valid",
         ("/api/overview", tokens["two-hall"]): "the token is not valid",
-        ("/screen-data/two-hall/snapshot", tokens["pc-anju"]): "not valid for this screen",
+        ("/screen-data/two-hall/snapshot", tokens["pc-anju"]): "the token is malformed",
     }
     for (path, token), why in refusals.items():
         status, answer = get(srv, path, token)

@@ -179,3 +179,26 @@ def test_the_documented_example_registry_is_valid() -> None:
     kinds = {ch.kind for org in reg.organisations for ch in org.channels}
     assert kinds == {"webhook", "robot", "mqtt", "email"}
     assert any(g.retired for c in reg.communities for g in c.gateways)
+
+
+def test_a_screen_shows_only_what_its_organisation_serves(tmp_path: Path) -> None:
+    """From an outside test of issue 16: a company's screen listing another company's
+    community was accepted (and then showed its live data)."""
+    text = DEMO_REGISTRY.read_text() + (
+        "  - {id: steal, org: pc-anju, communities: [longzhu-baihe]}\n"
+        "  - {id: empty, org: nc-shancheng, communities: []}\n"
+        "  - {id: shancheng-hall, org: fr-shanting}\n"
+    )
+    path = tmp_path / "reg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    got = [f"{p.path}: {p.reason}" for p in info.value.problems]
+    assert got == [
+        "screens[1].communities[0]: pc-anju does not serve longzhu-baihe: a screen shows its "
+        "own communities",
+        "screens[2].communities: list at least one, or leave it out for the org's own",
+        "screens[3].id: screen 'shancheng-hall' is declared twice",
+        "screens[3].org: fr-shanting is a fire_rescue; screens belong to a neighbourhood_centre, "
+        "property_company, street_office, community_committee, housing_bureau",
+    ]
