@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from alerts.lifecycle import OPEN_STATES
 from alerts.routing import CommunityFacts, ContractTerm, company_on
+from server.compliance import measures as m
 from server.compliance.build import REPORTS, NotComputedError, Report, build_report
 from server.compliance.citytable import CityTable
 from server.compliance.reports import (
@@ -179,7 +180,6 @@ async def get_measures(request: web.Request) -> web.Response:
     community, company = request.query.get("community"), request.query.get("company")
     if (community is None) == (company is None):
         raise _bad("give exactly one of community or company")
-    settings = request.app[SETTINGS]
     alerts = request.app[ALERTS]
     async with request.app[DATABASE].session() as session:
         if community is not None:
@@ -209,8 +209,6 @@ async def get_measures(request: web.Request) -> web.Response:
             )
         )
         facts = await load_facts(session, districts, period, tz=alerts.tz)
-    from server.compliance import measures as m  # noqa: PLC0415 (pure, small)
-
     windows = [w for cid in held for who, w in facts.holders.get(cid, []) if who == company]
     today = _today(request)
     got = m.compute(
@@ -220,7 +218,6 @@ async def get_measures(request: web.Request) -> web.Response:
         today=today,
         now_t=_now(request),
     )
-    del settings
     return web.json_response(
         {
             "company": company,

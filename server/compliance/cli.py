@@ -17,7 +17,6 @@ Exit status: 0 done, 2 a bad argument, table or period (the message names it).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 import time
@@ -78,8 +77,10 @@ def add_report_parser(sub: Any) -> None:
             sign = p
         if name == "correct":
             p.add_argument("--reason", required=True, help="why (kept with the version)")
-    for name, help_ in {"ledger": "the ledger (台账) of alerts and their handling",
-                        "progress": "the progress table of each community"}.items():  # fmt: skip
+    for name, help_ in {
+        "ledger": "the ledger (台账) of alerts and their handling",
+        "progress": "the progress table of each community",
+    }.items():
         p = rsub.add_parser(name, help=help_)
         p.add_argument("org", help="street office, housing bureau, committee or company id; all")
         p.add_argument("period", help="2026-W48, 2026-11, 2026-11-01..2026-11-14, …")
@@ -97,14 +98,6 @@ async def _empty_districts(settings: Settings, table: CityTable) -> list[str]:
     async with open_database(settings.database_url) as db, db.session() as session:
         known = set((await session.scalars(select(models.Community.district))).all())
     return [d for d in table.districts if d not in known]
-
-
-def _actor() -> str:
-    """How the audit log names a command-line user (docs/security.md): ``cli:<login>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -173,8 +166,11 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{path}: OK ({table.id}: {table.name}, districts {', '.join(table.districts)})")
             if args.config is not None:
                 for district in await _empty_districts(settings, table):
-                    print(f"{path}: warning: no community of the registry is in district "
-                          f"{district!r}", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"{path}: warning: no community of the registry is in district "
+                        f"{district!r}",
+                        file=sys.stderr,
+                    )
         if problems:
             print(f"{problems} problem(s) found", file=sys.stderr)
         return 2 if problems else 0
@@ -184,8 +180,11 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{table.id}\t{table.name}\t{table.period}\t{','.join(table.districts)}")
             if args.config is not None:
                 for district in await _empty_districts(settings, table):
-                    print(f"{table.id}: warning: no community of the registry is in district "
-                          f"{district!r}", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"{table.id}: warning: no community of the registry is in district "
+                        f"{district!r}",
+                        file=sys.stderr,
+                    )
         return 0
     tz = ZoneInfo(settings.timezone)
     now = time.time_ns() // 1_000_000
@@ -201,32 +200,48 @@ async def run_report(args: argparse.Namespace, settings: Settings) -> int:
                     if org is None:
                         raise AssessmentError(f"no organisation {args.org!r}")
                 kind = cast(Report, action)
-                built = await build_report(session, kind, period, lang=args.lang, tz=tz,
-                                           now_t=now, org=org)  # fmt: skip
+                built = await build_report(
+                    session, kind, period, lang=args.lang, tz=tz, now_t=now, org=org
+                )
             await _emit(args, built.title, built.sheets, built.body)
             return 0
         table = _table(tables, args.table)
         async with db.session(write=True) as session:
             if action == "sign":
                 row = await sign_assessment(session, table, period, org=args.org, now_t=now)
-                audit.record(session, actor=_actor(), address="local",
-                             action="assessment_sign",
-                             target=f"{table.id}/{period.label}/v{row.version}")  # fmt: skip
+                audit.record(
+                    session,
+                    actor=audit.cli_actor(),
+                    address=audit.CLI_ADDRESS,
+                    action="assessment_sign",
+                    target=f"{table.id}/{period.label}/v{row.version}",
+                )
                 print(f"{table.id} {period.label} version {row.version} signed by {args.org}")
                 return 0
             row = await compute_assessment(
-                session, table, period, by=_actor(), now_t=now, tz=tz,
+                session,
+                table,
+                period,
+                by=audit.cli_actor(),
+                now_t=now,
+                tz=tz,
                 correction=args.reason if action == "correct" else None,
                 progress=_progress("companies"),
-            )  # fmt: skip
+            )
             if action == "correct":
-                audit.record(session, actor=_actor(), address="local", action="assessment_correct",
-                             target=f"{table.id}/{period.label}/v{row.version}",
-                             detail={"reason": args.reason})  # fmt: skip
+                audit.record(
+                    session,
+                    actor=audit.cli_actor(),
+                    address=audit.CLI_ADDRESS,
+                    action="assessment_correct",
+                    target=f"{table.id}/{period.label}/v{row.version}",
+                    detail={"reason": args.reason},
+                )
         async with db.session() as session:
             kind = "ranking" if action == "ranking" else "assessment"
-            built = await build_report(session, kind, period, lang=args.lang, tz=tz, now_t=now,
-                                       table=table)  # fmt: skip
+            built = await build_report(
+                session, kind, period, lang=args.lang, tz=tz, now_t=now, table=table
+            )
         await _emit(args, built.title, built.sheets, built.body)
         print(f"{table.id} {period.label}: version {row.version}, {row.state}", file=sys.stderr)
     return 0

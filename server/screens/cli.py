@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import sys
 import time
@@ -62,13 +61,6 @@ def add_screens_parser(sub: Any) -> None:
 def screen_url(settings: Settings, screen_id: str, token: str) -> str:
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     return f"{base.rstrip('/')}/screen/{screen_id}#token={token}"
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 async def run_screens(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,8 +142,8 @@ async def run_screens(args: argparse.Namespace, settings: Settings) -> int:
             if args.screens_command == "revoke":
                 audit.record(
                     session,
-                    actor=_actor(),
-                    address="local",
+                    actor=audit.cli_actor(),
+                    address=audit.CLI_ADDRESS,
                     action="screen_revoke",
                     target=screen.id,
                 )
@@ -163,8 +155,8 @@ async def run_screens(args: argparse.Namespace, settings: Settings) -> int:
             )
             audit.record(
                 session,
-                actor=_actor(),
-                address="local",
+                actor=audit.cli_actor(),
+                address=audit.CLI_ADDRESS,
                 action=f"screen_{args.screens_command}",
                 target=screen.id,
             )
